@@ -1,0 +1,275 @@
+"""The snapshot cache and the per-node xDS delivery status.
+
+Middle of the three xDS layers: the server reads snapshots through :class:`SnapshotSource`
+and reports what each node was sent, ACKed and NACKed into :class:`XdsStatus`, which the
+management API, metrics and events read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from control_plane.xds.snapshot import Snapshot
+
+__all__ = [
+    "AckListener",
+    "Nack",
+    "NackListener",
+    "NodeStatus",
+    "SnapshotCache",
+    "SnapshotSource",
+    "StreamType",
+    "TypeState",
+    "TypeStatus",
+    "XdsStatus",
+]
+
+_log = logging.getLogger(__name__)
+
+StreamType = Literal["sotw", "delta"]
+TypeState = Literal["idle", "pending", "acked", "nacked"]
+AckListener = Callable[[str, str, str], None]
+"""``(node_id, type_url, version)`` after a node ACKs a response."""
+NackListener = Callable[[str, str, str, str], None]
+"""``(node_id, type_url, rejected_version, error_message)`` after a node NACKs."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+@dataclass(slots=True)
+class Nack:
+    """One rejection: the version Envoy refused and its ``error_detail``."""
+
+    version: str
+    nonce: str
+    message: str
+    code: int
+    at: datetime
+
+
+@dataclass(slots=True)
+class TypeStatus:
+    """What one node was sent for one type URL and what it answered."""
+
+    type_url: str
+    sent_version: str | None = None
+    sent_nonce: str | None = None
+    sent_at: datetime | None = None
+    acked_version: str | None = None
+    acked_at: datetime | None = None
+    last_nack: Nack | None = None
+    push_count: int = 0
+
+    @property
+    def state(self) -> TypeState:
+        """``nacked`` if the latest response was rejected, ``pending`` until it is answered.
+
+        After a NACK Envoy keeps running ``acked_version`` (the last config it accepted).
+        """
+        if self.sent_nonce is None:
+            return "idle"
+        if self.last_nack is not None and self.last_nack.nonce == self.sent_nonce:
+            return "nacked"
+        if self.acked_version == self.sent_version and self.acked_at is not None:
+            return "acked"
+        return "pending"
+
+    def as_dict(self) -> dict[str, Any]:
+        nack = self.last_nack
+        return {
+            "type_url": self.type_url,
+            "state": self.state,
+            "sent_version": self.sent_version,
+            "sent_nonce": self.sent_nonce,
+            "sent_at": _iso(self.sent_at),
+            "acked_version": self.acked_version,
+            "acked_at": _iso(self.acked_at),
+            "push_count": self.push_count,
+            "last_nack": None
+            if nack is None
+            else {
+                "version": nack.version,
+                "nonce": nack.nonce,
+                "message": nack.message,
+                "code": nack.code,
+                "at": _iso(nack.at),
+            },
+        }
+
+
+@dataclass(slots=True)
+class NodeStatus:
+    """Delivery status of one Envoy node (``node.id``) across its ADS streams."""
+
+    node_id: str
+    stream_type: StreamType
+    connected: bool = False
+    connected_at: datetime | None = None
+    disconnected_at: datetime | None = None
+    types: dict[str, TypeStatus] = field(default_factory=dict)
+
+    def type(self, type_url: str) -> TypeStatus:
+        """The status for ``type_url``, created on first use."""
+        status = self.types.get(type_url)
+        if status is None:
+            status = self.types[type_url] = TypeStatus(type_url)
+        return status
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "stream_type": self.stream_type,
+            "connected": self.connected,
+            "connected_at": _iso(self.connected_at),
+            "disconnected_at": _iso(self.disconnected_at),
+            "types": {url: status.as_dict() for url, status in sorted(self.types.items())},
+        }
+
+
+class XdsStatus:
+    """Registry of :class:`NodeStatus` written by the xDS server, read by everyone else.
+
+    ``on_ack`` / ``on_nack`` are plain lists of synchronous callables; a listener that
+    raises is logged and skipped so it cannot break an ADS stream.
+    """
+
+    def __init__(self, clock: Callable[[], datetime] = _utcnow) -> None:
+        self._clock = clock
+        self._nodes: dict[str, NodeStatus] = {}
+        self._streams: dict[str, int] = {}
+        self.on_ack: list[AckListener] = []
+        self.on_nack: list[NackListener] = []
+
+    def get(self, node_id: str) -> NodeStatus | None:
+        return self._nodes.get(node_id)
+
+    def nodes(self) -> list[NodeStatus]:
+        return [self._nodes[node_id] for node_id in sorted(self._nodes)]
+
+    def stream_opened(self, node_id: str, stream_type: StreamType) -> NodeStatus:
+        node = self._nodes.get(node_id)
+        if node is None:
+            node = self._nodes[node_id] = NodeStatus(node_id, stream_type)
+        node.stream_type = stream_type
+        node.connected = True
+        node.connected_at = self._clock()
+        self._streams[node_id] = self._streams.get(node_id, 0) + 1
+        return node
+
+    def stream_closed(self, node_id: str) -> None:
+        remaining = self._streams.get(node_id, 1) - 1
+        self._streams[node_id] = remaining
+        node = self._nodes.get(node_id)
+        if node is not None and remaining <= 0:
+            node.connected = False
+            node.disconnected_at = self._clock()
+
+    def record_sent(self, node_id: str, type_url: str, version: str, nonce: str) -> None:
+        status = self._node(node_id).type(type_url)
+        status.sent_version, status.sent_nonce = version, nonce
+        status.sent_at = self._clock()
+        status.push_count += 1
+
+    def record_ack(self, node_id: str, type_url: str, version: str) -> None:
+        status = self._node(node_id).type(type_url)
+        status.acked_version, status.acked_at = version, self._clock()
+        for listener in list(self.on_ack):
+            try:
+                listener(node_id, type_url, version)
+            except Exception:
+                _log.exception("on_ack listener %r failed", listener)
+
+    def record_nack(
+        self, node_id: str, type_url: str, version: str, nonce: str, message: str, code: int
+    ) -> None:
+        status = self._node(node_id).type(type_url)
+        status.last_nack = Nack(version, nonce, message, code, self._clock())
+        for listener in list(self.on_nack):
+            try:
+                listener(node_id, type_url, version, message)
+            except Exception:
+                _log.exception("on_nack listener %r failed", listener)
+
+    def _node(self, node_id: str) -> NodeStatus:
+        node = self._nodes.get(node_id)
+        if node is None:
+            node = self._nodes[node_id] = NodeStatus(node_id, "sotw")
+        return node
+
+
+class SnapshotSource(Protocol):
+    """What the ADS server needs from a cache; a dict-backed class satisfies it in tests."""
+
+    @property
+    def status(self) -> XdsStatus: ...
+
+    def snapshot_for(self, node_id: str) -> Snapshot | None:
+        """The snapshot ``node_id`` should run now, or None while there is none."""
+        ...
+
+    async def wait_for(self, node_id: str, after: str | None) -> Snapshot:
+        """Return once ``node_id``'s snapshot exists and its version differs from ``after``."""
+        ...
+
+
+class SnapshotCache:
+    """The current snapshot (one for all nodes, optionally overridden per node) plus watches.
+
+    Watchers await a version change; each :meth:`set_snapshot` swaps in a fresh
+    :class:`asyncio.Event` and sets the old one, so no waiter misses an update.
+    """
+
+    def __init__(self, status: XdsStatus | None = None) -> None:
+        self.status = XdsStatus() if status is None else status
+        self._default: Snapshot | None = None
+        self._per_node: dict[str, Snapshot] = {}
+        self._changed = asyncio.Event()
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The snapshot served to every node without an override."""
+        return self._default
+
+    def set_snapshot(self, snapshot: Snapshot, node_id: str | None = None) -> None:
+        """Serve ``snapshot`` to every node (or only ``node_id``) after checking it.
+
+        Raises :class:`~control_plane.xds.snapshot.InconsistentSnapshot`: an incomplete
+        snapshot is never served (the previous one stays).
+        """
+        snapshot.check()
+        if node_id is None:
+            self._default = snapshot
+        else:
+            self._per_node[node_id] = snapshot
+        self._notify()
+
+    def clear_node(self, node_id: str) -> None:
+        """Drop a per-node override; the node falls back to the shared snapshot."""
+        if self._per_node.pop(node_id, None) is not None:
+            self._notify()
+
+    def snapshot_for(self, node_id: str) -> Snapshot | None:
+        return self._per_node.get(node_id, self._default)
+
+    async def wait_for(self, node_id: str, after: str | None) -> Snapshot:
+        while True:
+            changed = self._changed
+            snapshot = self.snapshot_for(node_id)
+            if snapshot is not None and snapshot.version != after:
+                return snapshot
+            await changed.wait()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()

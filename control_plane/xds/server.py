@@ -1,0 +1,381 @@
+"""The ADS gRPC server: state-of-the-world and incremental (delta) xDS over one stream.
+
+Top of the three xDS layers. It knows the cache only through
+:class:`~control_plane.xds.cache.SnapshotSource` and writes delivery status into
+:class:`~control_plane.xds.cache.XdsStatus`.
+
+Each stream runs one loop over a queue fed by two tasks: one reads client requests, one
+waits for snapshot changes. Everything queued at a wake-up is applied first and the
+responses are then emitted in ADS order (CDS, EDS, LDS, RDS, SDS), so a snapshot change
+reaches Envoy in the sequence the xDS protocol asks for. The per-stream protocol state
+(``_SotwState``, ``_DeltaState``) is plain synchronous code.
+https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import any_pb2  # type: ignore[import-untyped]
+
+from control_plane.xds.cache import SnapshotSource, StreamType, XdsStatus
+from control_plane.xds.resources import ADS_ORDER, WILDCARD_TYPES
+from control_plane.xds.snapshot import Snapshot
+
+__all__ = ["AdsServicer", "serve"]
+
+_log = logging.getLogger(__name__)
+
+# Envoy pings the xDS connection (bootstrap: HTTP/2 keepalive every 30 s). gRPC servers by
+# default tolerate one ping per 5 min on an idle stream and answer more with GOAWAY
+# ENHANCE_YOUR_CALM, which would drop the ADS stream every few minutes.
+_SERVER_OPTIONS = [
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+class _End:
+    """Queued by the reader when the client half-closes or the stream fails."""
+
+
+def _pack(type_url: str, resource: Any) -> Any:
+    return any_pb2.Any(type_url=type_url, value=resource.SerializeToString(deterministic=True))
+
+
+def _nack_text(request: Any) -> tuple[bool, str, int]:
+    # A request that answers a nonce and carries error_detail is a NACK; Envoy puts the
+    # rejection reason in error_detail.message and the last *accepted* version in
+    # version_info, so the rejected version comes from our own nonce bookkeeping.
+    if not request.HasField("error_detail"):
+        return False, "", 0
+    return True, str(request.error_detail.message), int(request.error_detail.code)
+
+
+class _StreamState(Protocol):
+    def on_request(self, request: Any) -> set[str]: ...
+    def responses(self, snapshot: Snapshot, dirty: set[str]) -> list[Any]: ...
+    def subscribed(self) -> set[str]: ...
+
+
+@dataclass(slots=True)
+class _SotwType:
+    names: frozenset[str] | None  # None: wildcard (every resource of the type)
+    nonce: str | None = None
+    sent_version: str = ""
+    sent_key: tuple[str, frozenset[str] | None] | None = None
+    nacked_key: tuple[str, frozenset[str] | None] | None = None
+
+
+class _SotwState:
+    """State of the world: every response carries the full set for the subscription."""
+
+    def __init__(self, node_id: str, status: XdsStatus) -> None:
+        self.node_id, self.status = node_id, status
+        self.types: dict[str, _SotwType] = {}
+        self._nonces = itertools.count(1)
+
+    def subscribed(self) -> set[str]:
+        return set(self.types)
+
+    @staticmethod
+    def _names(type_url: str, resource_names: Any) -> frozenset[str] | None:
+        # CDS/LDS are wildcard when they name nothing; "*" asks for everything explicitly.
+        names = frozenset(resource_names)
+        if "*" in names or (not names and type_url in WILDCARD_TYPES):
+            return None
+        return names
+
+    def on_request(self, request: Any) -> set[str]:
+        type_url = request.type_url
+        names = self._names(type_url, request.resource_names)
+        state = self.types.get(type_url)
+        if state is None or not request.response_nonce:
+            # First request for the type on this stream (also after a reconnect, when
+            # version_info holds what Envoy already runs): always answer it, Envoy's init
+            # manager waits for a first response.
+            self.types[type_url] = _SotwType(names)
+            return {type_url}
+        if state.nonce is None or request.response_nonce != state.nonce:
+            # A stale nonce answers a response that has been superseded; the protocol says
+            # to ignore it (its ACK/NACK and names are outdated).
+            return set()
+        nack, message, code = _nack_text(request)
+        if nack:
+            self.status.record_nack(
+                self.node_id, type_url, state.sent_version, state.nonce, message, code
+            )
+            # Remember what was refused: the same content is not sent again on this stream,
+            # only a different version (or a different subscription) is. No push loop.
+            state.nacked_key = state.sent_key
+        else:
+            self.status.record_ack(self.node_id, type_url, request.version_info)
+        state.names = names
+        return {type_url}
+
+    def responses(self, snapshot: Snapshot, dirty: set[str]) -> list[Any]:
+        out = []
+        for type_url in ADS_ORDER:
+            state = self.types.get(type_url)
+            if state is None or type_url not in dirty:
+                continue
+            version = snapshot.version_for(type_url, state.names)
+            key = (version, state.names)
+            if key in (state.sent_key, state.nacked_key):
+                continue
+            available = snapshot.get(type_url)
+            names = sorted(available if state.names is None else state.names & set(available))
+            nonce = str(next(self._nonces))
+            out.append(
+                discovery_pb2.DiscoveryResponse(
+                    version_info=version,
+                    type_url=type_url,
+                    nonce=nonce,
+                    resources=[_pack(type_url, available[name]) for name in names],
+                )
+            )
+            state.nonce, state.sent_version, state.sent_key = nonce, version, key
+            self.status.record_sent(self.node_id, type_url, version, nonce)
+        return out
+
+
+@dataclass(slots=True)
+class _Pending:
+    version: str
+    sent: dict[str, str]
+    before: dict[str, str | None]
+
+
+@dataclass(slots=True)
+class _DeltaType:
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)
+    client: dict[str, str] = field(default_factory=dict)  # what the client holds
+    nacked: dict[str, str] = field(default_factory=dict)  # refused name -> version
+    pending: dict[str, _Pending] = field(default_factory=dict)  # by nonce
+    answered: bool = False
+
+
+class _DeltaState:
+    """Incremental xDS: send only what changed, and ``removed_resources`` for deletions."""
+
+    def __init__(self, node_id: str, status: XdsStatus) -> None:
+        self.node_id, self.status = node_id, status
+        self.types: dict[str, _DeltaType] = {}
+        self._nonces = itertools.count(1)
+
+    def subscribed(self) -> set[str]:
+        return set(self.types)
+
+    def on_request(self, request: Any) -> set[str]:
+        type_url = request.type_url
+        state = self.types.get(type_url)
+        subscribe = set(request.resource_names_subscribe)
+        if state is None:
+            state = self.types[type_url] = _DeltaType()
+            # Legacy wildcard: a first CDS/LDS request naming nothing means "everything".
+            state.wildcard = not subscribe and type_url in WILDCARD_TYPES
+            # After a reconnect Envoy lists what it already has, so only differences go out.
+            state.client.update(request.initial_resource_versions)
+        if "*" in subscribe:
+            state.wildcard = True
+            subscribe.discard("*")
+        state.names |= subscribe
+        for name in request.resource_names_unsubscribe:
+            if name == "*":
+                state.wildcard = False
+            else:
+                state.names.discard(name)
+        if not state.wildcard:  # the client drops whatever it is no longer subscribed to
+            for name in set(state.client) - state.names:
+                del state.client[name]
+                state.nacked.pop(name, None)
+        pending = state.pending.pop(request.response_nonce, None)
+        if pending is not None:
+            nack, message, code = _nack_text(request)
+            if nack:
+                self._nacked(type_url, state, pending, request.response_nonce, message, code)
+            else:
+                self.status.record_ack(self.node_id, type_url, pending.version)
+        return {type_url}
+
+    def _nacked(
+        self,
+        type_url: str,
+        state: _DeltaType,
+        pending: _Pending,
+        nonce: str,
+        message: str,
+        code: int,
+    ) -> None:
+        self.status.record_nack(self.node_id, type_url, pending.version, nonce, message, code)
+        # The client keeps its previous resources; remember the refused versions so they
+        # are not pushed again until the snapshot holds a different version of them.
+        for name, version in pending.sent.items():
+            state.nacked[name] = version
+            if state.client.get(name) == version:
+                before = pending.before[name]
+                if before is None:
+                    del state.client[name]
+                else:
+                    state.client[name] = before
+
+    def responses(self, snapshot: Snapshot, dirty: set[str]) -> list[Any]:
+        out = []
+        for type_url in ADS_ORDER:
+            state = self.types.get(type_url)
+            if state is None or type_url not in dirty:
+                continue
+            available = snapshot.versions.get(type_url, {})
+            wanted = set(available) if state.wildcard else state.names & set(available)
+            updates = {
+                name: available[name]
+                for name in sorted(wanted)
+                if available[name] not in (state.client.get(name), state.nacked.get(name))
+            }
+            removed = sorted(name for name in state.client if name not in available)
+            if not updates and not removed and state.answered:
+                continue
+            # Always answer the first request, even with nothing, so Envoy's init
+            # manager does not sit out initial_fetch_timeout.
+            state.answered = True
+            nonce = str(next(self._nonces))
+            version = snapshot.version_for(type_url, None if state.wildcard else state.names)
+            state.pending[nonce] = _Pending(
+                version, dict(updates), {name: state.client.get(name) for name in updates}
+            )
+            state.client.update(updates)  # optimistic: reverted if the client NACKs
+            for name in removed:
+                del state.client[name]
+            resources = snapshot.get(type_url)
+            out.append(
+                discovery_pb2.DeltaDiscoveryResponse(
+                    system_version_info=version,
+                    type_url=type_url,
+                    nonce=nonce,
+                    removed_resources=removed,
+                    resources=[
+                        discovery_pb2.Resource(
+                            name=name, version=ver, resource=_pack(type_url, resources[name])
+                        )
+                        for name, ver in updates.items()
+                    ],
+                )
+            )
+            self.status.record_sent(self.node_id, type_url, version, nonce)
+        return out
+
+
+class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
+    """``envoy.service.discovery.v3.AggregatedDiscoveryService`` backed by a snapshot source."""
+
+    def __init__(self, source: SnapshotSource) -> None:
+        self._source = source
+
+    def StreamAggregatedResources(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        return self._stream(request_iterator, context, "sotw")
+
+    def DeltaAggregatedResources(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        return self._stream(request_iterator, context, "delta")
+
+    async def _stream(
+        self,
+        request_iterator: AsyncIterator[Any],
+        context: grpc.aio.ServicerContext[Any, Any],
+        stream_type: StreamType,
+    ) -> AsyncIterator[Any]:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        tasks = [asyncio.create_task(self._read(request_iterator, queue))]
+        state: _StreamState | None = None
+        node_id = ""
+        snapshot: Snapshot | None = None
+        try:
+            while True:
+                items = [await queue.get()]
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                dirty: set[str] = set()
+                for item in items:
+                    if isinstance(item, _End):
+                        return
+                    if isinstance(item, Snapshot):
+                        snapshot = item
+                        dirty |= state.subscribed() if state is not None else set()
+                        continue
+                    if item.type_url not in ADS_ORDER:
+                        _log.debug("ignoring request for unserved type %s", item.type_url)
+                        continue
+                    if state is None:
+                        # Envoy sends the node only on the first request
+                        # (set_node_on_first_message_only in the bootstrap).
+                        node_id = item.node.id
+                        if not node_id:
+                            await context.abort(
+                                grpc.StatusCode.INVALID_ARGUMENT, "first request lacks node.id"
+                            )
+                        state = self._open(node_id, stream_type)
+                        snapshot = self._source.snapshot_for(node_id)
+                        after = None if snapshot is None else snapshot.version
+                        tasks.append(asyncio.create_task(self._watch(node_id, after, queue)))
+                    dirty |= state.on_request(item)
+                if state is not None and snapshot is not None:
+                    for response in state.responses(snapshot, dirty):
+                        yield response
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if state is not None:
+                self._source.status.stream_closed(node_id)
+
+    def _open(self, node_id: str, stream_type: StreamType) -> _StreamState:
+        self._source.status.stream_opened(node_id, stream_type)
+        if stream_type == "delta":
+            return _DeltaState(node_id, self._source.status)
+        return _SotwState(node_id, self._source.status)
+
+    @staticmethod
+    async def _read(request_iterator: AsyncIterator[Any], queue: asyncio.Queue[Any]) -> None:
+        try:
+            async for request in request_iterator:
+                queue.put_nowait(request)
+        except Exception as error:  # the client went away: end the stream
+            _log.debug("ADS stream read ended: %r", error)
+        finally:
+            queue.put_nowait(_End())
+
+    async def _watch(self, node_id: str, after: str | None, queue: asyncio.Queue[Any]) -> None:
+        while True:
+            snapshot = await self._source.wait_for(node_id, after)
+            after = snapshot.version
+            queue.put_nowait(snapshot)
+
+
+async def serve(
+    source: SnapshotSource, host: str = "127.0.0.1", port: int = 0
+) -> tuple[grpc.aio.Server, int]:
+    """Start an ADS server on ``host:port`` (0 picks a free port); returns it and the port.
+
+    Stop it with ``await server.stop(grace)``.
+    """
+    server = grpc.aio.server(options=_SERVER_OPTIONS)
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AdsServicer(source), server)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    bound = server.add_insecure_port(address)
+    await server.start()
+    return server, bound

@@ -1,0 +1,162 @@
+"""Immutable, checked xDS snapshots with content-hash versions.
+
+A snapshot is the complete set of resources a node should run. Versions are content hashes
+(sha256 of the deterministic protobuf encoding), so the same registry always yields the same
+version, a restart of the control plane does not force Envoy to re-apply anything, and a
+delta client's ``initial_resource_versions`` can be compared directly after a reconnect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from google.protobuf.message import Message  # type: ignore[import-untyped]
+
+from control_plane.xds.resources import (
+    ADS_ORDER,
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    SECRET,
+    References,
+    message_type_url,
+    references,
+    resource_name,
+)
+
+__all__ = ["InconsistentSnapshot", "Snapshot", "content_version"]
+
+_KIND = {
+    CLUSTER: "clusters",
+    ENDPOINT: "endpoints",
+    LISTENER: "listeners",
+    ROUTE: "routes",
+    SECRET: "secrets",
+}
+_REFERRER = {ENDPOINT: "clusters", ROUTE: "listeners", SECRET: "clusters/listeners"}
+
+
+def content_version(message: Message) -> str:
+    """The version of one resource: sha256 of its deterministic serialization.
+
+    ``deterministic=True`` sorts map entries, so equal messages hash equally.
+    """
+    return hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _digest(lines: Iterable[str]) -> str:
+    sha = hashlib.sha256()
+    for line in lines:
+        sha.update(line.encode())
+        sha.update(b"\n")
+    return sha.hexdigest()
+
+
+class InconsistentSnapshot(ValueError):
+    """A snapshot references endpoints, route tables or secrets it does not contain.
+
+    Serving it would leave Envoy's clusters/listeners warming forever (or until
+    ``initial_fetch_timeout``), so it is refused before it reaches any node.
+    """
+
+    def __init__(self, missing: Mapping[str, frozenset[str]]) -> None:
+        self.missing: dict[str, frozenset[str]] = {t: n for t, n in missing.items() if n}
+        parts = [
+            f"missing {_KIND[type_url]} {sorted(names)} referenced by {_REFERRER[type_url]}"
+            for type_url, names in self.missing.items()
+        ]
+        super().__init__("inconsistent snapshot: " + "; ".join(parts))
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Resources by type URL and name, each with its content-hash version.
+
+    Build it with :meth:`build` (checked) or :meth:`unchecked`; both copy the messages so
+    later changes by the caller cannot alter a snapshot that is being served.
+    """
+
+    resources: Mapping[str, Mapping[str, Message]]
+    versions: Mapping[str, Mapping[str, str]]
+    version: str
+
+    @classmethod
+    def build(cls, resources: Mapping[str, Mapping[str, Message]]) -> Snapshot:
+        """A snapshot of ``resources``; raises :class:`InconsistentSnapshot` if incomplete."""
+        snapshot = cls.unchecked(resources)
+        snapshot.check()
+        return snapshot
+
+    @classmethod
+    def unchecked(cls, resources: Mapping[str, Mapping[str, Message]]) -> Snapshot:
+        """A snapshot without the reference check (tests, partial views)."""
+        frozen: dict[str, Mapping[str, Message]] = {}
+        versions: dict[str, Mapping[str, str]] = {}
+        for type_url, by_name in resources.items():
+            if type_url not in ADS_ORDER:
+                raise ValueError(f"unsupported xDS type {type_url!r}")
+            copies: dict[str, Message] = {}
+            for name, message in sorted(by_name.items()):
+                if message_type_url(message) != type_url:
+                    raise ValueError(f"{name!r}: {message_type_url(message)} under {type_url}")
+                if resource_name(message) != name:
+                    raise ValueError(f"resource keyed {name!r} is named {resource_name(message)!r}")
+                copy = type(message)()
+                copy.CopyFrom(message)
+                copies[name] = copy
+            frozen[type_url] = MappingProxyType(copies)
+            versions[type_url] = MappingProxyType(
+                {name: content_version(m) for name, m in copies.items()}
+            )
+        for type_url in ADS_ORDER:
+            frozen.setdefault(type_url, MappingProxyType({}))
+            versions.setdefault(type_url, MappingProxyType({}))
+        version = _digest(
+            f"{type_url} {name} {ver}"
+            for type_url in ADS_ORDER
+            for name, ver in sorted(versions[type_url].items())
+        )
+        return cls(MappingProxyType(frozen), MappingProxyType(versions), version)
+
+    def get(self, type_url: str) -> Mapping[str, Message]:
+        """Resources of one type by name (empty for a type the snapshot does not hold)."""
+        return self.resources.get(type_url, MappingProxyType({}))
+
+    def resource_version(self, type_url: str, name: str) -> str | None:
+        return self.versions.get(type_url, {}).get(name)
+
+    def version_for(self, type_url: str, names: Iterable[str] | None = None) -> str:
+        """The version of what a node receives for one type: all of it, or only ``names``.
+
+        Used as a SotW ``version_info``: it changes exactly when the resources a
+        subscription sees change, so unrelated changes cause no push.
+        """
+        versions = self.versions.get(type_url, {})
+        selected = sorted(versions) if names is None else sorted(set(names) & set(versions))
+        return _digest(f"{name} {versions[name]}" for name in selected)
+
+    def references(self) -> References:
+        return references({t: dict(by_name) for t, by_name in self.resources.items()})
+
+    def missing(self) -> dict[str, frozenset[str]]:
+        """Referenced names absent from the snapshot, by type URL (only non-empty sets)."""
+        missing: dict[str, frozenset[str]] = {}
+        for type_url, names in self.references().by_type().items():
+            absent = names - set(self.get(type_url))
+            if absent:
+                missing[type_url] = frozenset(absent)
+        return missing
+
+    def consistent(self) -> bool:
+        """True when every referenced endpoint set, route table and secret is present."""
+        return not self.missing()
+
+    def check(self) -> None:
+        """Raise :class:`InconsistentSnapshot` naming every missing reference."""
+        missing = self.missing()
+        if missing:
+            raise InconsistentSnapshot(missing)
