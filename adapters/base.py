@@ -1,0 +1,49 @@
+"""What an integration kind declares: settings schema, upstream shape, Envoy features.
+
+An adapter is data plus (from the adapters issue on) a probe. The translator reads the
+declaration to decide between an HTTP and a TCP listener and which filters to add; the
+schema builder merges ``settings_schema`` into the registry's JSON Schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["AdapterSpec", "CredentialSlot", "Protocol"]
+
+Protocol = Literal["http", "tcp"]
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialSlot:
+    """A named credential the kind may use; the value is always an ``env:``/``file:`` ref."""
+
+    description: str
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterSpec:
+    kind: str
+    title: str
+    protocol: Protocol
+    default_scheme: Literal["http", "https", "tcp", "tls"]
+    default_port: int
+    settings_schema: Mapping[str, Any]
+    credentials: Mapping[str, CredentialSlot] = field(default_factory=dict)
+    # Envoy features the translator must wire for this kind (documentation and checks).
+    envoy_features: tuple[str, ...] = ()
+    # Settings applied when the user's block omits them (JSON Schema "default" is not applied
+    # by jsonschema, so defaults live here explicitly).
+    default_settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def protocol_for(self, settings: Mapping[str, Any]) -> Protocol:
+        """The listener protocol; a kind with several transports picks it from settings."""
+        transport = settings.get("transport")
+        if transport == "smtp":
+            return "tcp"
+        if transport == "http":
+            return "http"
+        return self.protocol

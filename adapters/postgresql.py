@@ -1,0 +1,24 @@
+"""PostgreSQL: plain ``tcp_proxy``; the app negotiates TLS and authenticates end to end.
+
+PostgreSQL starts TLS inside its own protocol (SSLRequest), so Envoy cannot originate it
+with a plain transport socket; the database credentials stay with the app's driver.
+"""
+
+from adapters.base import AdapterSpec
+
+ADAPTER = AdapterSpec(
+    kind="postgresql",
+    title="PostgreSQL",
+    protocol="tcp",
+    default_scheme="tcp",
+    default_port=5432,
+    settings_schema={
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "database": {"type": "string", "description": "database the probe connects to"},
+            "user": {"type": "string", "description": "user the probe connects as"},
+        },
+    },
+    envoy_features=("tcp_proxy",),
+)

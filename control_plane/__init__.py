@@ -1,0 +1,3 @@
+"""Integration Service control plane."""
+
+__version__ = "1.0.0"

@@ -1,0 +1,1 @@
+"""The management and health REST API (aiohttp)."""

@@ -1,0 +1,57 @@
+"""Service health: ``/health``, ``/health/live``, ``/health/ready``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+
+from control_plane.api.keys import REGISTRY, STORE
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/health/live")
+async def live(request: web.Request) -> web.Response:
+    """Live while the event loop answers: a yield must come back within 1 s."""
+    started = time.monotonic()
+    await asyncio.sleep(0)
+    lag_ms = round((time.monotonic() - started) * 1000, 3)
+    return web.json_response({"status": "live", "loop_lag_ms": lag_ms})
+
+
+async def _checks(request: web.Request) -> dict[str, dict[str, object]]:
+    checks: dict[str, dict[str, object]] = {}
+    try:
+        await asyncio.wait_for(request.app[STORE].ping(), timeout=2)
+        checks["store"] = {"ok": True}
+    except Exception as exc:  # any failure means "not reachable"
+        checks["store"] = {"ok": False, "detail": type(exc).__name__}
+    view = request.app[REGISTRY].view
+    checks["registry"] = {
+        "ok": True,
+        "integrations": len(view.items),
+        "file_error": view.file_error.summary if view.file_error else None,
+    }
+    for name, probe in request.app.get("readiness_checks", {}).items():
+        checks[name] = await probe()
+    return checks
+
+
+@routes.get("/health/ready")
+async def ready(request: web.Request) -> web.Response:
+    checks = await _checks(request)
+    ok = all(bool(c.get("ok")) for c in checks.values())
+    return web.json_response(
+        {"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503
+    )
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    checks = await _checks(request)
+    ok = all(bool(c.get("ok")) for c in checks.values())
+    return web.json_response({"status": "ok" if ok else "degraded", "checks": checks})

@@ -1,0 +1,167 @@
+"""``integration-service`` command line: validate, render, run, test."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from control_plane.registry.loader import load_integrations_file, load_rate_limits
+from control_plane.registry.model import to_document
+from control_plane.registry.problems import RegistryError
+from control_plane.settings import load_settings
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="integration-service",
+        description="Envoy-fronted sidecar and control plane for outbound integrations.",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="service settings file (default config/integration_service.yaml)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check an integrations file; exit 2 with every problem")
+    p.add_argument("file", nargs="?", type=Path, help="default: config/integrations.yaml")
+    p.add_argument("--rate-limits", type=Path, help="default: config/rate_limits.yaml")
+
+    p = sub.add_parser("render", help="print the normalized registry or the Envoy config")
+    p.add_argument("file", nargs="?", type=Path, help="default: config/integrations.yaml")
+    p.add_argument("--rate-limits", type=Path)
+    p.add_argument(
+        "--format",
+        choices=["yaml", "json", "envoy", "bootstrap"],
+        default="yaml",
+        help="yaml/json: normalized registry; envoy: equivalent static Envoy config; "
+        "bootstrap: the ADS bootstrap for a separate Envoy container",
+    )
+
+    p = sub.add_parser("run", help="run the control plane (and Envoy unless --no-envoy)")
+    p.add_argument("--integrations", type=Path, help="default: config/integrations.yaml")
+    p.add_argument(
+        "--no-envoy",
+        action="store_true",
+        help="do not spawn Envoy (Kubernetes: Envoy is its own container)",
+    )
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+
+    p = sub.add_parser("test", help="probe integrations through the sidecar and print a table")
+    p.add_argument("ids", nargs="*", help="integration ids (default: all enabled)")
+    p.add_argument(
+        "--url",
+        default=None,
+        help="management API base URL (default http://127.0.0.1:$INTEGRATION_SERVICE_PORT)",
+    )
+    return parser
+
+
+def _rules_path(args: argparse.Namespace, default: Path) -> Path:
+    return args.rate_limits if getattr(args, "rate_limits", None) else default
+
+
+def _validate(args: argparse.Namespace) -> int:
+    settings = load_settings(os.environ, args.config)
+    file = args.file or settings.integrations_file
+    try:
+        rules = load_rate_limits(_rules_path(args, settings.rate_limits_file))
+        items = load_integrations_file(file, rules)
+    except RegistryError as exc:
+        print(exc.render(), file=sys.stderr)
+        return EXIT_INVALID
+    print(f"{file}: OK, {len(items)} integration(s)")
+    return EXIT_OK
+
+
+def _render(args: argparse.Namespace) -> int:
+    settings = load_settings(os.environ, args.config)
+    file = args.file or settings.integrations_file
+    if args.format == "bootstrap":
+        from control_plane.sidecar.bootstrap import render_bootstrap
+
+        print(
+            render_bootstrap(
+                node_id=settings.envoy_node_id,
+                node_cluster="integration-service",
+                xds_host=settings.xds_host,
+                xds_port=settings.xds_port,
+                admin_port=settings.envoy_admin_port,
+                delta=settings.xds_delta,
+            )
+        )
+        return EXIT_OK
+    try:
+        rules = load_rate_limits(_rules_path(args, settings.rate_limits_file))
+        items = load_integrations_file(file, rules)
+    except RegistryError as exc:
+        print(exc.render(), file=sys.stderr)
+        return EXIT_INVALID
+    if args.format == "envoy":
+        from control_plane.render import render_envoy_static
+
+        out: Any = render_envoy_static(items, settings)
+        print(json.dumps(out, indent=2, sort_keys=True))
+        return EXIT_OK
+    docs = {"integrations": [to_document(i, with_meta=False) for i in items]}
+    if args.format == "json":
+        print(json.dumps(docs, indent=2, sort_keys=True))
+    else:
+        print(yaml.safe_dump(docs, sort_keys=False), end="")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from control_plane.app import run_service
+
+    settings = load_settings(
+        os.environ,
+        args.config,
+        integrations_file=args.integrations,
+        host=args.host,
+        port=args.port,
+    )
+    try:
+        return asyncio.run(run_service(settings, with_envoy=not args.no_envoy))
+    except RegistryError as exc:
+        print(exc.render(), file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _test(args: argparse.Namespace) -> int:
+    from control_plane.probe_cli import run_probe_table
+
+    settings = load_settings(os.environ, args.config)
+    url = args.url or f"http://127.0.0.1:{settings.port}"
+    return asyncio.run(run_probe_table(url, args.ids, os.environ))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        handler = {"validate": _validate, "render": _render, "run": _run, "test": _test}
+        return handler[args.command](args)
+    except RegistryError as exc:  # invalid settings
+        print(exc.render(), file=sys.stderr)
+        return EXIT_INVALID
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Events: CloudEvents envelopes, the bus Protocol and its engines."""

@@ -1,0 +1,1 @@
+"""The integration registry: model, schema, loader and service."""

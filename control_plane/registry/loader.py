@@ -1,0 +1,312 @@
+"""Read, validate and normalise integration documents and files.
+
+``load_integrations_file`` returns the declared integrations or raises
+:class:`RegistryError` with *every* problem found (schema, duplicates, unknown rate-limit
+rules), each located by file, line, column and JSON pointer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from adapters import ADAPTERS
+from control_plane.registry.model import (
+    CircuitBreaker,
+    CredentialRef,
+    Integration,
+    OutlierDetection,
+    Policies,
+    RateBucket,
+    RateLimit,
+    ResponseCache,
+    Retries,
+    Source,
+    TlsSettings,
+    Upstream,
+)
+from control_plane.registry.problems import Problem, RegistryError
+from control_plane.registry.schema import file_schema, integration_schema, rate_limits_schema
+from control_plane.registry.validation import schema_problems
+from control_plane.registry.yamlmarks import MarkedDocument, load_marked
+
+__all__ = [
+    "RateRules",
+    "integration_from_document",
+    "load_integrations_file",
+    "load_rate_limits",
+    "parse_duration",
+    "parse_integrations_text",
+    "validate_integration_document",
+]
+
+RateRules = Mapping[str, RateLimit]
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds from ``250ms``, ``10s``, ``2m``, ``1h`` or a plain number of seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    for unit in ("ms", "s", "m", "h"):
+        if value.endswith(unit) and value[: -len(unit)].replace(".", "", 1).isdigit():
+            return float(value[: -len(unit)]) * _UNITS[unit]
+    raise ValueError(f"not a duration: {value!r}")
+
+
+def _bucket(raw: Mapping[str, Any]) -> RateBucket:
+    requests = int(raw["requests"])
+    return RateBucket(
+        requests=requests,
+        per=parse_duration(raw.get("per", "1s")),
+        burst=int(raw.get("burst", requests)),
+    )
+
+
+def _rate_limit(raw: Mapping[str, Any], rules: RateRules) -> RateLimit:
+    base = rules.get(raw["rule"]) if "rule" in raw else None
+    if base is not None and "requests" not in raw:
+        bucket = base.bucket
+    else:
+        merged = {"requests": base.bucket.requests, "burst": base.bucket.burst} if base else {}
+        merged.update({k: raw[k] for k in ("requests", "per", "burst") if k in raw})
+        bucket = _bucket(merged)
+    per_tenant = dict(base.per_tenant) if base else {}
+    per_tenant.update({t: _bucket(b) for t, b in raw.get("per_tenant", {}).items()})
+    return RateLimit(
+        bucket=bucket,
+        rule=raw.get("rule"),
+        tenant_header=raw.get("tenant_header", base.tenant_header if base else "x-tenant-id"),
+        per_tenant=per_tenant,
+    )
+
+
+def _ref(value: str | None) -> CredentialRef | None:
+    return CredentialRef(value) if value else None
+
+
+def _upstream(raw: str | Mapping[str, Any], kind: str, settings: Mapping[str, Any]) -> Upstream:
+    spec = ADAPTERS[kind]
+    http_transport = spec.protocol_for(settings) == "http"
+    default_scheme = spec.default_scheme
+    if kind == "email" and http_transport:
+        default_scheme = "https"
+    body: dict[str, Any] = {"url": raw} if isinstance(raw, str) else dict(raw)
+    scheme = body.get("scheme", default_scheme)
+    host = body.get("host")
+    port = body.get("port")
+    url = body.get("url")
+    if url:
+        parts = urlsplit(url)
+        scheme = body.get("scheme", parts.scheme)
+        host = host or parts.hostname
+        port = port or parts.port
+    default_port = {"http": 80, "https": 443}.get(scheme, spec.default_port)
+    tls_raw = body.get("tls", {})
+    return Upstream(
+        host=str(host),
+        port=int(port or default_port),
+        scheme=scheme,
+        tls=TlsSettings(
+            enabled=bool(tls_raw.get("enabled", scheme in ("https", "tls"))),
+            verify=bool(tls_raw.get("verify", True)),
+            sni=tls_raw.get("sni"),
+            ca_bundle=_ref(tls_raw.get("ca_bundle")),
+            client_cert=_ref(tls_raw.get("client_cert")),
+            client_key=_ref(tls_raw.get("client_key")),
+        ),
+        discovery=body.get("discovery", "dns"),
+        consul_service=body.get("consul_service"),
+        url=url,
+    )
+
+
+def _policies(raw: Mapping[str, Any], rules: RateRules) -> Policies:
+    retries = raw.get("retries", {})
+    od = raw.get("outlier_detection", {})
+    defaults_p, defaults_r, defaults_od = Policies(), Retries(), OutlierDetection()
+
+    def dur(block: Mapping[str, Any], key: str, default: float) -> float:
+        return parse_duration(block[key]) if key in block else default
+
+    return Policies(
+        timeout=dur(raw, "timeout", defaults_p.timeout),
+        connect_timeout=dur(raw, "connect_timeout", defaults_p.connect_timeout),
+        retries=Retries(
+            max_retries=retries.get("max_retries", defaults_r.max_retries),
+            per_try_timeout=dur(retries, "per_try_timeout", 0.0) or None,
+            retry_on=tuple(retries.get("retry_on", defaults_r.retry_on)),
+            retriable_status_codes=tuple(
+                retries.get("retriable_status_codes", defaults_r.retriable_status_codes)
+            ),
+            retry_after_max=dur(retries, "retry_after_max", defaults_r.retry_after_max),
+        ),
+        rate_limit=_rate_limit(raw["rate_limit"], rules) if "rate_limit" in raw else None,
+        circuit_breaker=CircuitBreaker(**raw.get("circuit_breaker", {})),
+        outlier_detection=OutlierDetection(
+            enabled=od.get("enabled", defaults_od.enabled),
+            consecutive_5xx=od.get("consecutive_5xx", defaults_od.consecutive_5xx),
+            consecutive_gateway_failure=od.get(
+                "consecutive_gateway_failure", defaults_od.consecutive_gateway_failure
+            ),
+            interval=dur(od, "interval", defaults_od.interval),
+            base_ejection_time=dur(od, "base_ejection_time", defaults_od.base_ejection_time),
+            max_ejection_time=dur(od, "max_ejection_time", defaults_od.max_ejection_time),
+            max_ejection_percent=od.get("max_ejection_percent", defaults_od.max_ejection_percent),
+        ),
+        cache=ResponseCache(**raw.get("cache", {})),
+    )
+
+
+def _timestamp(value: Any) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, str) and value:
+        return dt.datetime.fromisoformat(value)
+    return None
+
+
+def integration_from_document(
+    doc: Mapping[str, Any], *, source: Source, rules: RateRules | None = None
+) -> Integration:
+    """Build the model from a document that already passed validation."""
+    kind = doc["kind"]
+    settings = {**ADAPTERS[kind].default_settings, **doc.get("settings", {})}
+    return Integration(
+        id=doc["id"],
+        kind=kind,
+        tenant=doc.get("tenant", "default"),
+        description=doc.get("description", ""),
+        enabled=doc.get("enabled", True),
+        labels=dict(doc.get("labels", {})),
+        upstream=_upstream(doc["upstream"], kind, settings),
+        listen_port=doc.get("listen_port"),
+        credentials={k: CredentialRef(v) for k, v in doc.get("credentials", {}).items()},
+        policies=_policies(doc.get("policies", {}), rules or {}),
+        settings=settings,
+        version=int(doc.get("version", 0)),
+        created_at=_timestamp(doc.get("created_at")),
+        updated_at=_timestamp(doc.get("updated_at")),
+        source=source,
+    )
+
+
+def _semantic_problems(doc: MarkedDocument, items: list[Any], rules: RateRules) -> list[Problem]:
+    """Cross-item checks the schema cannot express: unique ids and ports, known rules."""
+    problems: list[Problem] = []
+    ids: dict[str, int] = {}
+    ports: dict[int, str] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        base = ("integrations", index)
+        ident = item.get("id")
+        if isinstance(ident, str):
+            if ident in ids:
+                problems.append(
+                    doc.problem(
+                        (*base, "id"),
+                        f"duplicate id {ident!r} (first used by item {ids[ident]})",
+                        "give every integration a unique id",
+                    )
+                )
+            ids.setdefault(ident, index)
+        port = item.get("listen_port")
+        if isinstance(port, int):
+            if port in ports:
+                problems.append(
+                    doc.problem(
+                        (*base, "listen_port"),
+                        f"listen_port {port} is already used by {ports[port]!r}",
+                        "choose another port or omit listen_port to have one assigned",
+                    )
+                )
+            ports.setdefault(port, str(ident))
+        rule = (
+            item.get("policies", {}).get("rate_limit", {})
+            if isinstance(item.get("policies"), dict)
+            else {}
+        )
+        if (
+            isinstance(rule, dict)
+            and isinstance(rule.get("rule"), str)
+            and rule["rule"] not in rules
+        ):
+            known = ", ".join(sorted(rules)) or "none defined"
+            problems.append(
+                doc.problem(
+                    (*base, "policies", "rate_limit", "rule"),
+                    f"unknown rate-limit rule {rule['rule']!r}",
+                    f"define it in config/rate_limits.yaml or use one of: {known}",
+                )
+            )
+    return problems
+
+
+def parse_integrations_text(
+    text: str, file: str, rules: RateRules | None = None
+) -> list[Integration]:
+    """Validate a whole integrations file; raise with every problem, or return the items."""
+    rules = rules or {}
+    doc = load_marked(text, file)
+    problems = list(doc.problems)
+    if doc.data is None and not problems:
+        doc.data = {"integrations": []}
+    if not problems:
+        problems.extend(schema_problems(doc, file_schema()))
+        items = doc.data.get("integrations") if isinstance(doc.data, dict) else None
+        if isinstance(items, list):
+            problems.extend(_semantic_problems(doc, items, rules))
+    if problems:
+        problems.sort(key=lambda p: (p.line or 0, p.column or 0))
+        raise RegistryError(problems, f"{file} is invalid")
+    return [
+        integration_from_document(item, source="declared", rules=rules)
+        for item in doc.data["integrations"]
+    ]
+
+
+def load_integrations_file(path: Path, rules: RateRules | None = None) -> list[Integration]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RegistryError(
+            [Problem("", f"cannot read file: {exc.strerror}", "check the path", file=str(path))],
+            f"{path} is unreadable",
+        ) from exc
+    return parse_integrations_text(text, str(path), rules)
+
+
+def validate_integration_document(data: Any, rules: RateRules | None = None) -> list[Problem]:
+    """Problems of one API document (pointers relative to the body); empty when valid."""
+    doc = MarkedDocument(data=data, file="<request body>")
+    problems = schema_problems(doc, integration_schema())
+    if not problems and isinstance(data, dict):
+        wrapped = MarkedDocument(data={"integrations": [data]}, file="<request body>")
+        for problem in _semantic_problems(wrapped, [data], rules or {}):
+            pointer = problem.pointer.removeprefix("/integrations/0")
+            problems.append(Problem(pointer, problem.message, problem.fix))
+    return [Problem(p.pointer, p.message, p.fix) for p in problems]
+
+
+def load_rate_limits(path: Path) -> dict[str, RateLimit]:
+    """Named token-bucket rules from ``config/rate_limits.yaml`` (missing file: none)."""
+    if not path.exists():
+        return {}
+    doc = load_marked(path.read_text(encoding="utf-8"), str(path))
+    problems = list(doc.problems) or schema_problems(doc, rate_limits_schema())
+    if problems:
+        raise RegistryError(problems, f"{path} is invalid")
+    rules: dict[str, RateLimit] = {}
+    for name, raw in (doc.data or {}).get("rules", {}).items():
+        rules[name] = RateLimit(
+            bucket=_bucket(raw),
+            rule=name,
+            tenant_header=raw.get("tenant_header", "x-tenant-id"),
+            per_tenant={t: _bucket(b) for t, b in raw.get("per_tenant", {}).items()},
+        )
+    return rules

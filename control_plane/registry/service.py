@@ -1,0 +1,332 @@
+"""The registry service: declared integrations (file) + registered ones (store).
+
+Declared integrations come from ``config/integrations.yaml`` and are read-only through
+the API; registered ones live in the store. Every change produces a new immutable
+:class:`RegistryView` and wakes the subscribers (the xDS pipeline, the API caches).
+An invalid new file is rejected with its problems and the last good view stays in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from control_plane.events.envelope import make_event
+from control_plane.registry.loader import (
+    RateRules,
+    integration_from_document,
+    load_integrations_file,
+    load_rate_limits,
+    validate_integration_document,
+)
+from control_plane.registry.model import Integration, to_document
+from control_plane.registry.problems import Problem, RegistryError
+from control_plane.store.protocol import (
+    ConflictError,
+    NotFoundError,
+    OutboxEvent,
+    RegistryStore,
+    StoredIntegration,
+)
+
+__all__ = ["DeclaredConflict", "RegistryService", "RegistryView", "ReloadResult"]
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[["RegistryView"], Awaitable[None] | None]
+
+
+class DeclaredConflict(ConflictError):
+    """A mutation aimed at an integration that is managed by the integrations file."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryView:
+    """One consistent state of the registry; ``generation`` grows with every change."""
+
+    items: Mapping[str, Integration]
+    generation: int = 0
+    file_error: RegistryError | None = None
+
+    def get(self, integration_id: str) -> Integration | None:
+        return self.items.get(integration_id)
+
+    def enabled(self) -> list[Integration]:
+        return [i for i in self.items.values() if i.enabled]
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    ok: bool
+    changed: bool
+    problems: Sequence[Problem] = field(default_factory=tuple)
+
+
+class RegistryService:
+    def __init__(
+        self,
+        store: RegistryStore,
+        *,
+        integrations_file: Path | None,
+        rate_limits_file: Path | None = None,
+        port_range: tuple[int, int] = (10000, 10999),
+    ) -> None:
+        self.store = store
+        self.integrations_file = integrations_file
+        self.rate_limits_file = rate_limits_file
+        self.port_range = port_range
+        self._rules: RateRules = {}
+        self._declared: dict[str, Integration] = {}
+        self._file_digest: str | None = None
+        self._file_error: RegistryError | None = None
+        self._view = RegistryView(items={})
+        self._listeners: list[Listener] = []
+        self._lock = asyncio.Lock()
+
+    # -- reading -------------------------------------------------------------------------
+    @property
+    def view(self) -> RegistryView:
+        return self._view
+
+    @property
+    def rules(self) -> RateRules:
+        return self._rules
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load the file (raising RegistryError when invalid) and the store."""
+        if self.rate_limits_file is not None:
+            self._rules = load_rate_limits(self.rate_limits_file)
+        if self.integrations_file is not None:
+            text = self.integrations_file.read_bytes() if self.integrations_file.exists() else b""
+            self._declared = {i.id: i for i in self._load_file()}
+            self._file_digest = hashlib.sha256(text).hexdigest()
+        async with self._lock:
+            await self._rebuild()
+
+    def _load_file(self) -> list[Integration]:
+        assert self.integrations_file is not None
+        if not self.integrations_file.exists():
+            log.warning("integrations file missing", extra={"file": str(self.integrations_file)})
+            return []
+        return load_integrations_file(self.integrations_file, self._rules)
+
+    async def reload_file(self, *, force: bool = False) -> ReloadResult:
+        """Re-read the integrations file (SIGHUP or change); keep the last good on error."""
+        if self.integrations_file is None:
+            return ReloadResult(ok=True, changed=False)
+        try:
+            raw = self.integrations_file.read_bytes() if self.integrations_file.exists() else b""
+        except OSError as exc:
+            problem = Problem("", f"cannot read: {exc.strerror}", file=str(self.integrations_file))
+            return ReloadResult(ok=False, changed=False, problems=[problem])
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest == self._file_digest and not force:
+            return ReloadResult(ok=self._file_error is None, changed=False)
+        async with self._lock:
+            try:
+                if self.rate_limits_file is not None:
+                    self._rules = load_rate_limits(self.rate_limits_file)
+                declared = {i.id: i for i in self._load_file()}
+                clash = self._clashes(declared, await self._registered())
+                if clash:
+                    raise RegistryError(clash, f"{self.integrations_file} is invalid")
+            except RegistryError as exc:
+                self._file_digest = digest
+                self._file_error = exc
+                log.error(
+                    "integrations file rejected; the last good registry stays in force",
+                    extra={
+                        "file": str(self.integrations_file),
+                        "problems": [p.render() for p in exc.problems],
+                    },
+                )
+                self._view = dataclasses.replace(self._view, file_error=exc)
+                return ReloadResult(ok=False, changed=False, problems=exc.problems)
+            self._declared = declared
+            self._file_digest = digest
+            self._file_error = None
+            await self._rebuild()
+        log.info("integrations file reloaded", extra={"declared": len(declared)})
+        return ReloadResult(ok=True, changed=True)
+
+    def _clashes(
+        self, declared: Mapping[str, Integration], registered: Mapping[str, Integration]
+    ) -> list[Problem]:
+        file = str(self.integrations_file)
+        return [
+            Problem(
+                f"/integrations/{i}",
+                f"id {ident!r} is already registered through the API",
+                "rename it in the file or delete the registered one first",
+                file=file,
+            )
+            for i, ident in enumerate(declared)
+            if ident in registered
+        ]
+
+    async def watch_file(self, interval: float = 1.0) -> None:
+        """Poll the file for changes (content hash); runs until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.reload_file()
+            except Exception:  # a watcher must never die
+                log.exception("reloading the integrations file failed")
+
+    async def refresh(self) -> None:
+        """Re-read the store (another replica changed it) and notify when changed."""
+        async with self._lock:
+            await self._rebuild()
+
+    # -- mutations -----------------------------------------------------------------------
+    def validate(self, document: Any) -> list[Problem]:
+        return validate_integration_document(document, self._rules)
+
+    def _parse(self, document: Mapping[str, Any]) -> Integration:
+        problems = self.validate(document)
+        if problems:
+            raise RegistryError(problems, "invalid integration")
+        return integration_from_document(document, source="registered", rules=self._rules)
+
+    def _refuse_declared(self, integration_id: str) -> None:
+        if integration_id in self._declared:
+            raise DeclaredConflict(
+                f"integration {integration_id!r} is declared in {self.integrations_file}; "
+                "it is read-only through the API: edit the file instead (it is reloaded on "
+                "change and on SIGHUP)"
+            )
+
+    async def create(
+        self, document: Mapping[str, Any], *, correlation_id: str | None = None
+    ) -> Integration:
+        item = self._parse(document)
+        async with self._lock:
+            self._refuse_declared(item.id)
+            port = await self._choose_port(item)
+            stored_doc = to_document(item.replace(listen_port=port), with_meta=False)
+            event = self._event("integration.registered", item, correlation_id)
+            had_port = item.id in await self.store.port_assignments()
+            # The port is claimed first (unique in the store), so two replicas racing for
+            # the same port cannot both create; a failed create gives a new claim back.
+            await self.store.assign_port(item.id, port)
+            try:
+                await self.store.create(item.id, stored_doc, events=[event])
+            except Exception:
+                if not had_port:
+                    await self.store.release_port(item.id)
+                raise
+            await self._rebuild()
+        return self._view.items[item.id]
+
+    async def update(
+        self,
+        integration_id: str,
+        document: Mapping[str, Any],
+        expected_version: int,
+        *,
+        correlation_id: str | None = None,
+    ) -> Integration:
+        self._refuse_declared(integration_id)
+        item = self._parse({**document, "id": integration_id})
+        async with self._lock:
+            current = await self.store.get(integration_id)
+            if current is None:
+                raise NotFoundError(f"no integration {integration_id!r}")
+            port = await self._choose_port(item)
+            stored_doc = to_document(item.replace(listen_port=port), with_meta=False)
+            event = self._event("integration.updated", item, correlation_id)
+            await self.store.update(integration_id, stored_doc, expected_version, events=[event])
+            await self.store.assign_port(integration_id, port)
+            await self._rebuild()
+        return self._view.items[integration_id]
+
+    async def delete(
+        self,
+        integration_id: str,
+        expected_version: int | None = None,
+        *,
+        correlation_id: str | None = None,
+    ) -> None:
+        self._refuse_declared(integration_id)
+        async with self._lock:
+            current = self._view.items.get(integration_id)
+            if current is None:
+                raise NotFoundError(f"no integration {integration_id!r}")
+            event = self._event("integration.deregistered", current, correlation_id)
+            await self.store.delete(integration_id, expected_version, events=[event])
+            await self.store.release_port(integration_id)
+            await self._rebuild()
+
+    @staticmethod
+    def _event(kind: str, item: Integration, correlation_id: str | None) -> OutboxEvent:
+        envelope = make_event(
+            kind,
+            {"id": item.id, "kind": item.kind, "version": item.version},
+            tenant=item.tenant,
+            correlation_id=correlation_id,
+            subject=item.id,
+        )
+        return OutboxEvent(id=envelope["id"], type=kind, envelope=envelope)
+
+    # -- internals -----------------------------------------------------------------------
+    async def _registered(self) -> dict[str, Integration]:
+        rows: list[StoredIntegration] = await self.store.list()
+        out: dict[str, Integration] = {}
+        for row in rows:
+            item = integration_from_document(row.document, source="registered", rules=self._rules)
+            out[row.id] = item.replace(
+                version=row.version, created_at=row.created_at, updated_at=row.updated_at
+            )
+        return out
+
+    async def _choose_port(self, item: Integration) -> int:
+        """The integration's own port, its stable assignment, or the lowest free one."""
+        assigned = await self.store.port_assignments()
+        taken = {p: i for i, p in assigned.items() if i != item.id}
+        taken.update({d.listen_port: d.id for d in self._declared.values() if d.listen_port})
+        if item.listen_port is not None:
+            owner = taken.get(item.listen_port)
+            if owner is not None and owner != item.id:
+                raise ConflictError(
+                    f"listen_port {item.listen_port} is already used by {owner!r}; choose "
+                    "another or omit listen_port to have one assigned"
+                )
+            return item.listen_port
+        if item.id in assigned:
+            return assigned[item.id]
+        lo, hi = self.port_range
+        for port in range(lo, hi + 1):
+            if port not in taken:
+                return port
+        raise ConflictError(f"no free listen port left in {lo}-{hi}; widen listen_port_range")
+
+    async def _rebuild(self) -> None:
+        registered = await self._registered()
+        declared: dict[str, Integration] = {}
+        for ident, item in self._declared.items():
+            if item.listen_port is None:
+                port = await self._choose_port(item)
+                await self.store.assign_port(ident, port)
+                item = item.replace(listen_port=port)
+            declared[ident] = item
+        items = {**registered, **declared}
+        ordered = {k: items[k] for k in sorted(items)}
+        if ordered == dict(self._view.items) and self._view.file_error is self._file_error:
+            return
+        self._view = RegistryView(
+            items=ordered, generation=self._view.generation + 1, file_error=self._file_error
+        )
+        for listener in list(self._listeners):
+            result = listener(self._view)
+            if result is not None:
+                await result

@@ -1,0 +1,169 @@
+"""Service settings: ``config/integration_service.yaml`` overlaid by environment variables.
+
+Parsed from an injected environment mapping (never read at import time), so tests build
+settings from a dict. Environment variables win over the file; the names are the seed's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from control_plane.registry.problems import Problem, RegistryError
+
+__all__ = ["Settings", "load_settings"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 8002
+    debug: bool = False
+    data_dir: Path = Path(".integration-service")
+    integrations_file: Path = Path("config/integrations.yaml")
+    rate_limits_file: Path = Path("config/rate_limits.yaml")
+    listen_port_range: tuple[int, int] = (10000, 10999)
+    log_level: str = "INFO"
+    log_format: str = "json"
+    postgresql_url: str | None = None
+    redis_url: str | None = None
+    consul_host: str | None = None
+    consul_port: int = 8500
+    xds_host: str = "127.0.0.1"
+    xds_port: int = 18000
+    envoy_admin_port: int = 9901
+    envoy_node_id: str = "integration-sidecar"
+    xds_delta: bool = True
+    envoy_concurrency: int = 1
+    # Seed variables kept for adapters and tests; values are never logged.
+    auth0_domain: str | None = None
+    auth0_client_id: str | None = None
+    auth0_audience: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """Settings safe to log or show: URLs lose their passwords."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("postgresql_url", "redis_url") and value:
+                value = redact_url(value)
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def redact_url(url: str) -> str:
+    """``scheme://user:***@host/db`` — never print a DSN password."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+
+
+# setting name -> environment variable
+ENV_NAMES: Mapping[str, str] = {
+    "host": "INTEGRATION_SERVICE_HOST",
+    "port": "INTEGRATION_SERVICE_PORT",
+    "debug": "INTEGRATION_SERVICE_DEBUG",
+    "data_dir": "INTEGRATION_SERVICE_DATA_DIR",
+    "integrations_file": "INTEGRATION_SERVICE_INTEGRATIONS_FILE",
+    "rate_limits_file": "INTEGRATION_SERVICE_RATE_LIMITS_FILE",
+    "listen_port_range": "INTEGRATION_SERVICE_LISTEN_PORT_RANGE",
+    "log_level": "LOG_LEVEL",
+    "log_format": "LOG_FORMAT",
+    "postgresql_url": "POSTGRESQL_URL",
+    "redis_url": "REDIS_URL",
+    "consul_host": "CONSUL_HOST",
+    "consul_port": "CONSUL_PORT",
+    "xds_host": "INTEGRATION_SERVICE_XDS_HOST",
+    "xds_port": "INTEGRATION_SERVICE_XDS_PORT",
+    "envoy_admin_port": "INTEGRATION_SERVICE_ENVOY_ADMIN_PORT",
+    "envoy_node_id": "INTEGRATION_SERVICE_NODE_ID",
+    "xds_delta": "INTEGRATION_SERVICE_XDS_DELTA",
+    "envoy_concurrency": "INTEGRATION_SERVICE_ENVOY_CONCURRENCY",
+    "auth0_domain": "AUTH0_DOMAIN",
+    "auth0_client_id": "AUTH0_CLIENT_ID",
+    "auth0_audience": "AUTH0_AUDIENCE",
+}
+
+
+def _convert(name: str, raw: Any, origin: str) -> Any:
+    default = getattr(Settings(), name)
+    field_type = {f.name: f.type for f in dataclasses.fields(Settings)}[name]
+    try:
+        if raw is None:
+            return None if "None" in str(field_type) else default
+        if name == "listen_port_range":
+            lo, hi = (int(x) for x in str(raw).split("-", 1))
+            if not 1 <= lo <= hi <= 65535:
+                raise ValueError
+            return (lo, hi)
+        if isinstance(default, bool):
+            text = str(raw).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError
+        if isinstance(default, int):
+            value = int(raw)
+            if name.endswith("port") and not 0 <= value <= 65535:
+                raise ValueError
+            return value
+        if isinstance(default, Path):
+            return Path(str(raw))
+        if name == "log_format" and str(raw) not in ("json", "console"):
+            raise ValueError
+        if name == "log_level":
+            return str(raw).upper()
+        return str(raw)
+    except ValueError:
+        hint = {
+            "listen_port_range": "write LOW-HIGH, e.g. 10000-10999",
+            "log_format": "use json or console",
+        }.get(name, f"expected a value like {default!r}")
+        raise RegistryError(
+            [Problem(f"/{name}", f"invalid value for {name} (from {origin})", hint, file=origin)],
+            "invalid settings",
+        ) from None
+
+
+def load_settings(
+    environ: Mapping[str, str], config_file: Path | None = None, **overrides: Any
+) -> Settings:
+    """File values, then environment variables, then explicit overrides (CLI flags)."""
+    values: dict[str, Any] = {}
+    path = config_file or Path(
+        environ.get("INTEGRATION_SERVICE_CONFIG", "config/integration_service.yaml")
+    )
+    if path.exists():
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(raw, dict):
+            raise RegistryError(
+                [Problem("", "expected a mapping", file=str(path))], "invalid settings"
+            )
+        unknown = sorted(set(raw) - set(ENV_NAMES))
+        if unknown:
+            raise RegistryError(
+                [
+                    Problem(f"/{k}", f"unknown setting {k!r}", "remove it", file=str(path))
+                    for k in unknown
+                ],
+                "invalid settings",
+            )
+        for name, value in raw.items():
+            values[name] = _convert(name, value, str(path))
+    for name, env in ENV_NAMES.items():
+        if env in environ and environ[env] != "":
+            values[name] = _convert(name, environ[env], env)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)

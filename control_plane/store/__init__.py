@@ -1,0 +1,1 @@
+"""Persistence of registered integrations: a Protocol with SQLite and PostgreSQL engines."""
