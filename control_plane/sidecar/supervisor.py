@@ -209,8 +209,9 @@ class EnvoySupervisor:
     async def wait_ready(self) -> None:
         """Wait until Envoy reports LIVE on ``/ready``; bound it with ``asyncio.timeout()``.
 
-        With no control plane reachable that takes ``initial_fetch_timeout`` (10 s in the
-        shared bootstrap): Envoy's init manager waits that long for the first CDS/LDS reply.
+        With no control plane reachable this takes twice ``initial_fetch_timeout`` (2 x 10 s
+        with the shared bootstrap): Envoy waits for the first CDS reply, and only then starts
+        waiting for the first LDS reply (measured with Envoy 1.40).
         """
         while True:
             url = self.admin_url

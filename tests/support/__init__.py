@@ -1,0 +1,1 @@
+"""Helpers shared by the test tiers (ports, waiting, processes)."""
