@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -281,22 +281,28 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
     def __init__(self, source: SnapshotSource) -> None:
         self._source = source
 
-    def StreamAggregatedResources(
+    async def StreamAggregatedResources(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        return self._stream(request_iterator, context, "sotw")
+        # grpc.aio treats a handler as streaming only if it is an async generator function.
+        async with contextlib.aclosing(self._stream(request_iterator, context, "sotw")) as s:
+            async for response in s:
+                yield response
 
-    def DeltaAggregatedResources(
+    async def DeltaAggregatedResources(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        return self._stream(request_iterator, context, "delta")
+        # grpc.aio treats a handler as streaming only if it is an async generator function.
+        async with contextlib.aclosing(self._stream(request_iterator, context, "delta")) as s:
+            async for response in s:
+                yield response
 
     async def _stream(
         self,
         request_iterator: AsyncIterator[Any],
         context: grpc.aio.ServicerContext[Any, Any],
         stream_type: StreamType,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         tasks = [asyncio.create_task(self._read(request_iterator, queue))]
         state: _StreamState | None = None
