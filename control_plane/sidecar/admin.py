@@ -296,9 +296,8 @@ class EnvoyAdmin:
         params: dict[str, str] = {}
         if resource is not None:
             params["resource"] = resource
-        if include_eds:
-            params["include_eds"] = ""
-        dump: dict[str, Any] = await self._get_json("/config_dump", params or None)
+        path = "/config_dump?include_eds" if include_eds else "/config_dump"
+        dump: dict[str, Any] = await self._get_json(path, params or None)
         return dump
 
     async def drain_listeners(self, graceful: bool = True) -> None:
@@ -309,5 +308,5 @@ class EnvoyAdmin:
         the listeners stop at once. Envoy keeps running either way; it does not exit.
         https://www.envoyproxy.io/docs/envoy/latest/operations/admin#post--drain_listeners
         """
-        params = {"graceful": ""} if graceful else None
-        await self._request("POST", "/drain_listeners", params=params)
+        # A bare flag, spelled as in the docs: Envoy only tests for the parameter's presence.
+        await self._request("POST", "/drain_listeners?graceful" if graceful else "/drain_listeners")

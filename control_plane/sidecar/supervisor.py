@@ -205,6 +205,7 @@ class EnvoySupervisor:
         await asyncio.to_thread(self._write_bootstrap)
         await self._spawn()
         self._watch_task = asyncio.create_task(self._watch(), name="envoy-supervisor")
+        self._watch_task.add_done_callback(self._watch_done)
 
     async def wait_ready(self) -> None:
         """Wait until Envoy reports LIVE on ``/ready``; bound it with ``asyncio.timeout()``.
@@ -347,11 +348,17 @@ class EnvoySupervisor:
             self.restarts += 1
             try:
                 await self._spawn()
-            except EnvoyStartError:
-                # _spawn killed the process; the next loop turn sees it exit and retries.
+            except (EnvoyStartError, OSError):
+                # _spawn killed the process (or never started one); the next loop turn sees
+                # the dead process and retries after a longer backoff.
                 logger.exception("envoy restart failed")
                 continue
             await self._run_hooks()
+
+    def _watch_done(self, task: asyncio.Task[None]) -> None:
+        # A watcher that dies of a bug would silently stop restarts: make it loud.
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("envoy supervision stopped", exc_info=task.exception())
 
     async def _run_hooks(self) -> None:
         for hook in list(self.on_restart):

@@ -172,7 +172,7 @@ async def test_config_dump_and_drain_parameters(fake: tuple[FakeAdmin, str]) -> 
         await admin.drain_listeners()
         await admin.drain_listeners(graceful=False)
     assert dump["query"] == {"resource": "dynamic_active_clusters", "include_eds": ""}
-    assert state.drains == ["graceful=", ""]
+    assert state.drains == ["graceful", ""]
 
 
 async def test_unreachable_admin_raises_clear_error() -> None:
