@@ -1,0 +1,275 @@
+"""The HTTP filter chain of an integration's listener.
+
+Downstream chain: ``local_ratelimit`` -> ``cache_v2`` (when enabled) -> ``router``.
+Credential injection and SigV4 signing run as the router's *upstream* filters, for two
+Envoy reasons:
+
+* ``cache_v2`` sends cacheable requests only through the router's ``upstream_http_filters``,
+  bypassing every downstream filter after it
+  (https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_filters/cache_v2_filter);
+* placing them before the cache instead would add ``Authorization``, and ``cache_v2`` never
+  serves or stores a request carrying ``Authorization`` (``canServeRequestFromCache``).
+
+As upstream filters they also run once per attempt, so a retried request gets a fresh SigV4
+date, and they see the Host already rewritten by the route.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.core.v3 import base_pb2, http_uri_pb2
+from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.common.async_files.v3 import async_file_manager_pb2
+from envoy.extensions.common.aws.v3 import credential_provider_pb2
+from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
+from envoy.extensions.filters.http.aws_request_signing.v3 import aws_request_signing_pb2
+from envoy.extensions.filters.http.cache_v2.v3 import cache_pb2
+from envoy.extensions.filters.http.credential_injector.v3 import credential_injector_pb2
+from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.http.upstream_codec.v3 import upstream_codec_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.http.cache_v2.file_system_http_cache.v3 import (
+    file_system_http_cache_pb2,
+)
+from envoy.extensions.http.injected_credentials.generic.v3 import generic_pb2
+from envoy.extensions.http.injected_credentials.oauth2.v3 import oauth2_pb2
+from envoy.type.v3 import percent_pb2, token_bucket_pb2
+from google.protobuf import wrappers_pb2  # type: ignore[import-untyped]
+
+from control_plane.registry.model import Integration, RateBucket
+from control_plane.xds.translate.messages import duration, pack, typed_extension
+from control_plane.xds.translate.options import TranslateOptions
+from control_plane.xds.translate.secrets import SecretBook
+
+__all__ = ["TENANT_DESCRIPTOR_KEY", "cache_path", "http_filters"]
+
+# Descriptor key the route's rate_limits action emits for the tenant header.
+TENANT_DESCRIPTOR_KEY = "tenant"
+
+
+def _filter(name: str, message: Any) -> Any:
+    return hcm_pb2.HttpFilter(name=name, typed_config=pack(message))
+
+
+def _token_bucket(bucket: RateBucket) -> Any:
+    # `requests` tokens every `per` seconds, holding at most `burst`.
+    return token_bucket_pb2.TokenBucket(
+        max_tokens=bucket.burst,
+        tokens_per_fill=wrappers_pb2.UInt32Value(value=bucket.requests),
+        fill_interval=duration(bucket.per),
+    )
+
+
+def _always() -> Any:
+    return base_pb2.RuntimeFractionalPercent(
+        default_value=percent_pb2.FractionalPercent(
+            numerator=100, denominator=percent_pb2.FractionalPercent.HUNDRED
+        )
+    )
+
+
+def _local_ratelimit(item: Integration) -> Any | None:
+    rl = item.policies.rate_limit
+    if rl is None:
+        return None
+    config = local_rate_limit_pb2.LocalRateLimit(
+        # Stat: <id>.http_local_rate_limit.rate_limited
+        stat_prefix=item.id,
+        token_bucket=_token_bucket(rl.bucket),
+        filter_enabled=_always(),
+        filter_enforced=_always(),
+        # Per-tenant buckets: the rate_limits action below turns the tenant header into a
+        # ("tenant", value) descriptor; a listed tenant also drains the integration-wide
+        # bucket (Envoy's default), which models the upstream's account-wide quota.
+        descriptors=[
+            ratelimit_pb2.LocalRateLimitDescriptor(
+                entries=[
+                    ratelimit_pb2.RateLimitDescriptor.Entry(key=TENANT_DESCRIPTOR_KEY, value=t)
+                ],
+                token_bucket=_token_bucket(bucket),
+            )
+            for t, bucket in sorted(rl.per_tenant.items())
+        ],
+    )
+    if rl.per_tenant:
+        # In the filter, not on the route: Envoy 1.40 warns that route-level rate_limits
+        # "will be ignored in the future" for local rate limits. Without the header no
+        # descriptor is produced and only the integration-wide bucket applies.
+        config.rate_limits.append(
+            route_components_pb2.RateLimit(
+                actions=[
+                    route_components_pb2.RateLimit.Action(
+                        request_headers=route_components_pb2.RateLimit.Action.RequestHeaders(
+                            header_name=rl.tenant_header, descriptor_key=TENANT_DESCRIPTOR_KEY
+                        )
+                    )
+                ]
+            )
+        )
+    return _filter("envoy.filters.http.local_ratelimit", config)
+
+
+def cache_path(item: Integration, options: TranslateOptions) -> str:
+    return f"{options.cache_root}/{item.id}/{options.cache_generations.get(item.id, 0)}"
+
+
+def _cache(item: Integration, options: TranslateOptions) -> Any | None:
+    cache = item.policies.cache
+    if not cache.enabled:
+        return None
+    store = file_system_http_cache_pb2.FileSystemHttpCacheV2Config(
+        # One shared worker thread for every integration's cache file I/O (same id =
+        # same manager; the configs must then be identical, which they are).
+        manager_config=async_file_manager_pb2.AsyncFileManagerConfig(
+            id="integration-service",
+            thread_pool=async_file_manager_pb2.AsyncFileManagerConfig.ThreadPool(thread_count=1),
+        ),
+        # One path per integration, so Envoy's per-path size stats are per integration.
+        cache_path=cache_path(item, options),
+        create_cache_path=True,
+        max_cache_size_bytes=wrappers_pb2.UInt64Value(value=cache.max_total_bytes),
+        max_individual_cache_entry_size_bytes=wrappers_pb2.UInt64Value(value=cache.max_entry_bytes),
+    )
+    return _filter("envoy.filters.http.cache_v2", cache_pb2.CacheV2Config(typed_config=pack(store)))
+
+
+def _generic_credential(item: Integration, book: SecretBook) -> Any | None:
+    """stripe: ``Authorization: Bearer <key>``; http / email-http: header and prefix from
+    settings. The SDS secret holds the complete header value."""
+    if item.kind == "stripe":
+        header, prefix = "Authorization", "Bearer "
+    else:
+        header = str(item.settings.get("api_key_header", "Authorization"))
+        prefix = str(item.settings.get("api_key_prefix", "Bearer "))
+    secret = book.generic(
+        item, "api_key", "requests go out without the API key", prefix.encode("utf-8")
+    )
+    if secret is None:
+        return None
+    return typed_extension(
+        "envoy.http.injected_credentials.generic",
+        generic_pb2.Generic(credential=secret, header=header),
+    )
+
+
+def _oauth2_credential(item: Integration, book: SecretBook) -> Any | None:
+    """auth0: client-credentials tokens fetched by Envoy from ``<upstream><token_path>``
+    through the integration's own cluster. The client id is a public identifier (RFC 6749
+    section 2.2) and is a plain string in Envoy's API; the client secret goes over SDS."""
+    id_ref = item.credentials.get("client_id")
+    if id_ref is None or "client_secret" not in item.credentials:
+        return None
+    purpose = "no M2M token is injected"
+    client_id = book.value(item, id_ref, purpose)
+    secret = book.generic(item, "client_secret", purpose)
+    if client_id is None or secret is None:
+        return None
+    if item.settings.get("audience"):
+        # Envoy 1.40's OAuth2 credential sends grant_type, client id/secret and scope only.
+        book.warnings.append(
+            f"{item.id}: settings.audience is not sent with the token request (Envoy's "
+            "OAuth2 credential has no request parameters); set the tenant's default audience"
+        )
+    up = item.upstream
+    path = str(item.settings.get("token_path", "/oauth/token"))
+    config = oauth2_pb2.OAuth2(
+        token_endpoint=http_uri_pb2.HttpUri(
+            uri=f"{up.scheme}://{up.authority}{path}",
+            cluster=item.id,
+            timeout=duration(item.policies.timeout),
+        ),
+        scopes=[str(s) for s in item.settings.get("scopes", [])],
+        client_credentials=oauth2_pb2.OAuth2.ClientCredentials(
+            client_id=client_id.decode("utf-8").strip(),
+            client_secret=secret,
+            # Auth0 applications default to "client_secret_post".
+            auth_type=oauth2_pb2.OAuth2.URL_ENCODED_BODY,
+        ),
+    )
+    return typed_extension("envoy.http.injected_credentials.oauth2", config)
+
+
+def _credential_injector(item: Integration, book: SecretBook) -> Any | None:
+    if item.kind == "auth0":
+        credential = _oauth2_credential(item, book)
+    elif item.kind in ("stripe", "http", "email"):
+        credential = _generic_credential(item, book)
+    else:
+        return None
+    if credential is None:
+        return None
+    return _filter(
+        "envoy.filters.http.credential_injector",
+        credential_injector_pb2.CredentialInjector(credential=credential),
+    )
+
+
+def _aws_request_signing(item: Integration, book: SecretBook) -> Any | None:
+    """SigV4 for storage. Envoy 1.40's AWS credential providers (inline, environment,
+    credentials file, IMDS, web identity, ...) have no SDS source, and an inline provider
+    would put the key in the listener. So the keys are read by Envoy from an AWS
+    shared-credentials *file*: the ``secret_access_key`` reference must be ``file:`` and
+    name an INI file with a ``[default]`` profile holding ``aws_access_key_id`` and
+    ``aws_secret_access_key``. Any other reference: no signing, and a warning."""
+    ref = item.credentials.get("secret_access_key")
+    if ref is None:
+        return None
+    if ref.scheme != "file":
+        book.warnings.append(
+            f"{item.id}: {ref.ref} cannot reach Envoy's SigV4 signer (no SDS support); "
+            "use a file: reference to an AWS credentials file; requests go out unsigned"
+        )
+        return None
+    book.value(item, ref, "Envoy reads the credentials file itself; signing may fail")
+    service = str(item.settings.get("service", "s3"))
+    config = aws_request_signing_pb2.AwsRequestSigning(
+        service_name=service,
+        region=str(item.settings.get("region", "us-east-1")),
+        # The route already rewrites Host; naming it here too makes the signed Host explicit.
+        host_rewrite=item.upstream.authority,
+        # S3 accepts UNSIGNED-PAYLOAD over TLS; otherwise Envoy must buffer whole uploads
+        # to hash them (and answers 413 past its buffer limit).
+        use_unsigned_payload=service == "s3",
+        credential_provider=credential_provider_pb2.AwsCredentialProvider(
+            # Only this file: no environment/IMDS lookups from the sidecar.
+            custom_credential_provider_chain=True,
+            credentials_file_provider=credential_provider_pb2.CredentialsFileCredentialProvider(
+                credentials_data_source=base_pb2.DataSource(filename=ref.target),
+                profile="default",
+            ),
+        ),
+    )
+    return _filter("envoy.filters.http.aws_request_signing", config)
+
+
+def _router(upstream_filters: list[Any]) -> Any:
+    router = router_pb2.Router(
+        # No x-envoy-* headers towards third parties (and none inside a SigV4 signature).
+        suppress_envoy_headers=True,
+    )
+    if upstream_filters:
+        router.upstream_http_filters.extend(
+            [
+                *upstream_filters,
+                # The upstream chain must end with the codec filter.
+                _filter("envoy.filters.http.upstream_codec", upstream_codec_pb2.UpstreamCodec()),
+            ]
+        )
+    return _filter("envoy.filters.http.router", router)
+
+
+def http_filters(item: Integration, options: TranslateOptions, book: SecretBook) -> list[Any]:
+    upstream = [
+        f
+        for f in (
+            _credential_injector(item, book),
+            _aws_request_signing(item, book) if item.kind == "storage" else None,
+        )
+        if f is not None
+    ]
+    downstream = [f for f in (_local_ratelimit(item), _cache(item, options)) if f is not None]
+    return [*downstream, _router(upstream)]

@@ -1,0 +1,83 @@
+"""One ``RouteConfiguration`` per HTTP integration, named by its id (served over RDS).
+
+Three routes, first match wins: idempotent methods, requests carrying ``Idempotency-Key``
+(both with the retry policy), then everything else without retries -- a retried POST could
+charge a card twice. A route match ANDs its header matchers, so "method is idempotent OR
+the key is present" takes two routes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from google.protobuf import wrappers_pb2  # type: ignore[import-untyped]
+
+from control_plane.registry.model import Integration
+from control_plane.xds.translate.messages import duration
+
+__all__ = ["IDEMPOTENT_METHODS", "route_configuration"]
+
+IDEMPOTENT_METHODS = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
+
+
+def _retry_policy(item: Integration) -> Any:
+    retries = item.policies.retries
+    policy = rc.RetryPolicy(
+        retry_on=",".join(retries.retry_on),
+        num_retries=wrappers_pb2.UInt32Value(value=retries.max_retries),
+        retriable_status_codes=list(retries.retriable_status_codes),
+        # Honour the upstream's Retry-After (seconds), but never wait longer than the ceiling.
+        rate_limited_retry_back_off=rc.RetryPolicy.RateLimitedRetryBackOff(
+            reset_headers=[
+                rc.RetryPolicy.ResetHeader(
+                    name="retry-after", format=rc.RetryPolicy.ResetHeaderFormat.SECONDS
+                )
+            ],
+            max_interval=duration(retries.retry_after_max),
+        ),
+    )
+    if retries.per_try_timeout is not None:
+        policy.per_try_timeout.CopyFrom(duration(retries.per_try_timeout))
+    return policy
+
+
+def _action(item: Integration, retry: bool) -> Any:
+    action = rc.RouteAction(
+        cluster=item.id,
+        timeout=duration(item.policies.timeout),
+        # Envoy forwards the app's Host (127.0.0.1:<port>); SaaS edges route by their own.
+        host_rewrite_literal=item.upstream.authority,
+    )
+    if retry:
+        action.retry_policy.CopyFrom(_retry_policy(item))
+    return action
+
+
+def route_configuration(item: Integration) -> Any:
+    methods = rc.HeaderMatcher(
+        name=":method",
+        string_match=string_pb2.StringMatcher(
+            safe_regex=regex_pb2.RegexMatcher(regex=f"^({'|'.join(IDEMPOTENT_METHODS)})$")
+        ),
+    )
+    key = rc.HeaderMatcher(name="idempotency-key", present_match=True)
+    routes = [
+        rc.Route(
+            name="idempotent-method",
+            match=rc.RouteMatch(prefix="/", headers=[methods]),
+            route=_action(item, retry=True),
+        ),
+        rc.Route(
+            name="idempotency-key",
+            match=rc.RouteMatch(prefix="/", headers=[key]),
+            route=_action(item, retry=True),
+        ),
+        rc.Route(name="default", match=rc.RouteMatch(prefix="/"), route=_action(item, retry=False)),
+    ]
+    return route_pb2.RouteConfiguration(
+        name=item.id,
+        virtual_hosts=[rc.VirtualHost(name=item.id, domains=["*"], routes=routes)],
+    )
