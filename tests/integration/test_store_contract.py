@@ -1,0 +1,336 @@
+"""One contract, two real engines: every test runs on SQLite and on PostgreSQL 15."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from control_plane.store.factory import create_store
+from control_plane.store.migrations import MIGRATIONS
+from control_plane.store.postgres import PostgresStore, redact_dsn
+from control_plane.store.protocol import (
+    ConflictError,
+    NotFoundError,
+    OutboxEvent,
+    RegistryStore,
+    StoredIntegration,
+    StoreUnavailableError,
+)
+from control_plane.store.sqlite import SqliteStore
+from tests.support.ports import free_port
+from tests.support.postgres import PostgresUnavailable, find_bin_dir, running_postgres
+from tests.support.waiting import wait_until
+
+SECRET = secrets.token_hex(12)  # a password that must never show up in messages
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How to open (again) a store on the same underlying database."""
+
+    engine: str
+    make: Callable[[], RegistryStore]
+    location: str  # SQLite path or PostgreSQL DSN
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        path = tmp_path / "nested" / "dir" / "registry.sqlite3"  # parents created on open
+        return Backend("sqlite", lambda: SqliteStore(path), str(path))
+    dsn: str = request.getfixturevalue("postgres_database")
+    return Backend("postgres", lambda: PostgresStore(dsn), dsn)
+
+
+@pytest.fixture
+async def store(backend: Backend) -> AsyncIterator[RegistryStore]:
+    opened = backend.make()
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def doc(name: str, **extra: Any) -> dict[str, Any]:
+    return {"id": name, "kind": "http", "upstream": {"host": f"{name}.example.com"}, **extra}
+
+
+def event(event_id: str, kind: str = "integration.created") -> OutboxEvent:
+    envelope = {"specversion": "1.0", "id": event_id, "type": kind, "data": {"n": event_id}}
+    return OutboxEvent(id=event_id, type=kind, envelope=envelope)
+
+
+async def applied_migrations(backend: Backend) -> list[str]:
+    if backend.engine == "sqlite":
+        with sqlite3.connect(backend.location) as conn:
+            return [r[0] for r in conn.execute("SELECT id FROM schema_migrations ORDER BY id")]
+    conn = await asyncpg.connect(backend.location)
+    try:
+        rows = await conn.fetch("SELECT id FROM schema_migrations ORDER BY id")
+        return [row["id"] for row in rows]
+    finally:
+        await conn.close()
+
+
+# -- integrations --------------------------------------------------------------------------
+
+
+async def test_implements_protocol(store: RegistryStore) -> None:
+    assert isinstance(store, RegistryStore)
+
+
+async def test_create_get_list(store: RegistryStore) -> None:
+    created = await store.create("stripe", doc("stripe", timeout_ms=500))
+    await store.create("auth0", doc("auth0"))
+
+    assert created.version == 1
+    assert created.created_at == created.updated_at
+    assert created.created_at.tzinfo is not None
+    fetched = await store.get("stripe")
+    assert fetched == created
+    assert fetched is not None and fetched.document == doc("stripe", timeout_ms=500)
+    assert [i.id for i in await store.list()] == ["auth0", "stripe"]
+    assert await store.get("missing") is None
+
+
+async def test_duplicate_create_conflicts(store: RegistryStore) -> None:
+    await store.create("stripe", doc("stripe"))
+    with pytest.raises(ConflictError):
+        await store.create("stripe", doc("stripe", changed=True))
+    stored = await store.get("stripe")
+    assert stored is not None and stored.document == doc("stripe") and stored.version == 1
+
+
+async def test_update_with_current_version(store: RegistryStore) -> None:
+    v1 = await store.create("redis", doc("redis"))
+    v2 = await store.update("redis", doc("redis", db=2), expected_version=1)
+
+    assert v2.version == 2
+    assert v2.updated_at > v1.updated_at
+    assert v2.created_at == v1.created_at
+    assert await store.get("redis") == v2
+    v3 = await store.update("redis", doc("redis", db=3), expected_version=2)
+    assert v3.version == 3 and v3.updated_at > v2.updated_at
+
+
+async def test_stale_update_conflicts_and_keeps_document(store: RegistryStore) -> None:
+    await store.create("redis", doc("redis"))
+    current = await store.update("redis", doc("redis", db=2), expected_version=1)
+    with pytest.raises(ConflictError):
+        await store.update("redis", doc("redis", db=99), 1, [event("stale")])
+    assert await store.get("redis") == current
+    assert [e.id for e in await store.pending_events()] == []
+    with pytest.raises(NotFoundError):
+        await store.update("missing", doc("missing"), expected_version=1)
+
+
+async def test_concurrent_updates_exactly_one_wins(store: RegistryStore) -> None:
+    await store.create("email", doc("email"))
+    results = await asyncio.gather(
+        store.update("email", doc("email", winner="a"), expected_version=1),
+        store.update("email", doc("email", winner="b"), expected_version=1),
+        return_exceptions=True,
+    )
+    won = [r for r in results if isinstance(r, StoredIntegration)]
+    lost = [r for r in results if isinstance(r, BaseException)]
+    assert len(won) == 1 and len(lost) == 1, results
+    assert isinstance(lost[0], ConflictError)
+    assert won[0].version == 2
+    assert await store.get("email") == won[0]
+
+
+async def test_delete_checks_version(store: RegistryStore) -> None:
+    await store.create("s3", doc("s3"))
+    await store.update("s3", doc("s3", bucket="b"), expected_version=1)
+    with pytest.raises(ConflictError):
+        await store.delete("s3", expected_version=1)
+    assert await store.get("s3") is not None
+    await store.delete("s3", expected_version=2)
+    assert await store.get("s3") is None
+    with pytest.raises(NotFoundError):
+        await store.delete("s3")
+    await store.create("http", doc("http"))
+    await store.delete("http")  # no version: unconditional
+    assert await store.list() == []
+
+
+# -- listen ports --------------------------------------------------------------------------
+
+
+async def test_ports_unique_stable_and_released_on_delete(
+    backend: Backend, store: RegistryStore
+) -> None:
+    await store.create("stripe", doc("stripe"))
+    await store.assign_port("stripe", 10001)
+    await store.assign_port("declared-redis", 10002)  # declared in YAML, not registered
+    with pytest.raises(ConflictError):
+        await store.assign_port("auth0", 10001)
+    await store.assign_port("stripe", 10001)  # re-assigning the same port is a no-op
+    assert await store.port_assignments() == {"stripe": 10001, "declared-redis": 10002}
+
+    reopened = backend.make()
+    await reopened.open()
+    try:
+        assert await reopened.port_assignments() == {"stripe": 10001, "declared-redis": 10002}
+    finally:
+        await reopened.close()
+
+    await store.delete("stripe", expected_version=1)
+    assert await store.port_assignments() == {"declared-redis": 10002}
+    await store.assign_port("auth0", 10001)
+    await store.release_port("declared-redis")
+    assert await store.port_assignments() == {"auth0": 10001}
+
+
+# -- outbox --------------------------------------------------------------------------------
+
+
+async def test_outbox_written_with_mutations_in_order(store: RegistryStore) -> None:
+    await store.create("stripe", doc("stripe"), [event("e1")])
+    await store.update("stripe", doc("stripe", v=2), 1, [event("e2", "u"), event("e3", "u")])
+    with pytest.raises(ConflictError):
+        await store.create("stripe", doc("stripe"), [event("lost")])
+    await store.append_events([event("e4", "probe")])
+    await store.delete("stripe", 2, [event("e5", "integration.deleted")])
+
+    pending = await store.pending_events()
+    assert [e.id for e in pending] == ["e1", "e2", "e3", "e4", "e5"]
+    seqs = [e.seq for e in pending]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 5 and seqs[0] > 0
+    assert pending[1].type == "u"
+    assert pending[1].envelope == event("e2", "u").envelope
+    assert all(e.created_at is not None and e.attempts == 0 for e in pending)
+    assert [e.id for e in await store.pending_events(limit=2)] == ["e1", "e2"]
+
+    await store.mark_sent(seqs[:2])
+    assert [e.id for e in await store.pending_events()] == ["e3", "e4", "e5"]
+    await store.mark_sent(seqs)
+    assert await store.pending_events() == []
+    await store.create("auth0", doc("auth0"), [event("e6")])
+    assert [e.seq > seqs[-1] for e in await store.pending_events()] == [True]
+
+
+async def test_duplicate_event_id_rolls_back_mutation(store: RegistryStore) -> None:
+    await store.create("stripe", doc("stripe"), [event("same")])
+    with pytest.raises(ConflictError):
+        await store.create("auth0", doc("auth0"), [event("same")])
+    assert await store.get("auth0") is None
+
+
+# -- schema and durability -----------------------------------------------------------------
+
+
+async def test_migrations_idempotent(backend: Backend, store: RegistryStore) -> None:
+    await store.open()  # opening an open store is a no-op
+    second = backend.make()
+    await second.open()  # migrations already applied: nothing to do
+    await second.close()
+    assert await applied_migrations(backend) == sorted(m.id for m in MIGRATIONS)
+
+
+async def test_data_survives_reopen(backend: Backend, store: RegistryStore) -> None:
+    await store.create("stripe", doc("stripe"), [event("e1")])
+    updated = await store.update("stripe", doc("stripe", v=2), expected_version=1)
+    await store.close()
+    await store.close()  # idempotent
+
+    reopened = backend.make()
+    await reopened.open()
+    try:
+        assert await reopened.get("stripe") == updated
+        assert [e.id for e in await reopened.pending_events()] == ["e1"]
+        await reopened.ping()
+    finally:
+        await reopened.close()
+    with pytest.raises(StoreUnavailableError):
+        await store.ping()  # closed
+
+
+def test_factory_picks_engine(tmp_path: Path) -> None:
+    sqlite_store = create_store(None, tmp_path)
+    assert isinstance(sqlite_store, SqliteStore)
+    assert sqlite_store.path == tmp_path / "registry.sqlite3"
+    assert isinstance(create_store("postgresql://u@localhost/db", tmp_path), PostgresStore)
+
+
+# -- PostgreSQL unreachable ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dsn", "expected"),
+    [
+        ("postgresql://app:s3cr3t@db:5432/reg", "postgresql://app:***@db:5432/reg"),
+        ("postgresql://app@db/reg?password=s3cr3t&sslmode=require", None),
+        ("postgresql://db/reg", "postgresql://db/reg"),
+        ("host=db user=app password=s3cr3t dbname=reg", "host=db user=app password=*** dbname=reg"),
+    ],
+)
+def test_redact_dsn(dsn: str, expected: str | None) -> None:
+    redacted = redact_dsn(dsn)
+    assert "s3cr3t" not in redacted
+    if expected is not None:
+        assert redacted == expected
+
+
+@pytest.mark.postgres
+async def test_open_against_closed_port_is_unavailable() -> None:
+    store = PostgresStore(
+        f"postgresql://app:{SECRET}@127.0.0.1:{free_port()}/reg", connect_timeout=2
+    )
+    with pytest.raises(StoreUnavailableError) as info:
+        await store.open()
+    assert SECRET not in str(info.value)
+    assert "127.0.0.1" in str(info.value)
+    with pytest.raises(StoreUnavailableError):
+        await store.ping()  # never opened
+
+
+@pytest.mark.postgres
+async def test_server_stopping_is_unavailable_and_writes_nothing(tmp_path: Path) -> None:
+    try:
+        find_bin_dir()
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+    with running_postgres() as server:
+        dsn = server.dsn("postgres", password=SECRET)  # trust auth: the password is unused
+        store = PostgresStore(dsn, connect_timeout=2, command_timeout=5)
+        await store.open()
+        try:
+            await store.create("stripe", doc("stripe"))
+            await asyncio.to_thread(server.stop)
+
+            for attempt in (
+                store.create("auth0", doc("auth0"), [event("e1")]),
+                store.update("stripe", doc("stripe", v=2), 1),
+                store.ping(),
+                store.list(),
+            ):
+                with pytest.raises(StoreUnavailableError) as info:
+                    await attempt
+                assert SECRET not in str(info.value)
+                assert "unavailable" in str(info.value)
+
+            await asyncio.to_thread(server.start)  # same data dir, same port
+            await wait_until(_pings(store), deadline_s=15, message="pool reconnects")
+            assert [i.id for i in await store.list()] == ["stripe"]
+            assert (await store.get("stripe")) is not None
+            assert await store.pending_events() == []
+        finally:
+            await store.close()
+
+
+def _pings(store: RegistryStore) -> Callable[[], Any]:
+    async def check() -> bool:
+        await store.ping()
+        return True
+
+    return check
