@@ -1,7 +1,8 @@
 """Wiring and lifecycle: ``create_app(settings)`` builds the aiohttp application.
 
 Background work lives in ``cleanup_ctx`` generators (aiohttp ``examples/background_tasks``)
-so start-up and shutdown run in a fixed order and nothing happens at import time.
+so start-up and shutdown run in a fixed order — store, registry, xDS server, Envoy — and
+in reverse on the way down. Nothing happens at import time.
 """
 
 from __future__ import annotations
@@ -9,18 +10,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 
-from control_plane.api import health
-from control_plane.api.keys import REGISTRY, SETTINGS, STORE
+from control_plane.api import health, integrations, operations
+from control_plane.api.keys import (
+    PIPELINE,
+    PROBES,
+    REGISTRY,
+    SETTINGS,
+    SIDECAR,
+    STORE,
+    XDS_CACHE,
+)
+from control_plane.api.middleware import correlation_middleware, errors_middleware
 from control_plane.observability.logging import configure_logging
+from control_plane.probes import ProbeBook
 from control_plane.registry.service import RegistryService
 from control_plane.settings import Settings
+from control_plane.sidecar.accesslog import CacheLedger
+from control_plane.sidecar.bootstrap import render_bootstrap
+from control_plane.sidecar.link import SidecarLink
+from control_plane.sidecar.supervisor import EnvoySupervisor
 from control_plane.store.factory import create_store
 from control_plane.store.protocol import RegistryStore
+from control_plane.xds.cache import SnapshotCache
+from control_plane.xds.pipeline import ConfigPipeline
+from control_plane.xds.server import serve as serve_xds
 
 __all__ = ["create_app", "run_service"]
 
@@ -31,6 +50,7 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     store = app[STORE]
     await store.open()
     registry = app[REGISTRY]
+    registry.subscribe(app[PIPELINE].apply)
     await registry.start()
     watcher = asyncio.create_task(registry.watch_file(), name="integrations-file-watch")
     yield
@@ -40,8 +60,72 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.close()
 
 
-def create_app(settings: Settings, *, store: RegistryStore | None = None) -> web.Application:
-    app = web.Application()
+async def _xds_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    server, port = await serve_xds(app[XDS_CACHE], settings.xds_host, settings.xds_port)
+    app[SIDECAR].xds_port = port
+    log.info("xDS server listening", extra={"host": settings.xds_host, "port": port})
+    yield
+    await server.stop(grace=1.0)
+
+
+def _envoy_ctx(enabled: bool):  # type: ignore[no-untyped-def]
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if not enabled:
+            yield
+            return
+        settings = app[SETTINGS]
+        link = app[SIDECAR]
+        assert link.xds_port is not None
+        bootstrap = render_bootstrap(
+            node_id=settings.envoy_node_id,
+            node_cluster="integration-service",
+            xds_host=settings.xds_host,
+            xds_port=link.xds_port,
+            admin_port=settings.envoy_admin_port,
+            delta=settings.xds_delta,
+        )
+        supervisor = EnvoySupervisor(
+            bootstrap, settings.data_dir / "envoy", concurrency=settings.envoy_concurrency
+        )
+        link.supervisor = supervisor
+        await supervisor.start()
+        log.info("Envoy started", extra={"pid": supervisor.pid, "admin": supervisor.admin_url})
+        yield
+        await supervisor.stop()
+
+    return ctx
+
+
+async def _envoy_ready(app: web.Application) -> dict[str, object]:
+    try:
+        async with app[SIDECAR].admin(timeout=2.0) as admin:
+            ok = await admin.ready()
+        return {"ok": ok}
+    except Exception as exc:  # unreachable admin means "not ready"
+        return {"ok": False, "detail": str(exc)}
+
+
+async def _config_acked(app: web.Application) -> dict[str, object]:
+    state = app[PIPELINE].state
+    node = app[XDS_CACHE].status.get(app[SETTINGS].envoy_node_id)
+    if state.error:
+        return {"ok": False, "detail": f"configuration not pushed: {state.error}"}
+    if node is None or not node.connected:
+        return {"ok": False, "detail": "Envoy is not connected to the xDS server"}
+    states = {t.split(".")[-1]: s.state for t, s in node.types.items() if s.state != "idle"}
+    ok = bool(states) and all(s == "acked" for s in states.values())
+    return {"ok": ok, "version": state.snapshot_version, "types": states}
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: RegistryStore | None = None,
+    with_envoy: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> web.Application:
+    app = web.Application(middlewares=[correlation_middleware, errors_middleware])
     app[SETTINGS] = settings
     app[STORE] = store or create_store(settings.postgresql_url, settings.data_dir)
     app[REGISTRY] = RegistryService(
@@ -50,15 +134,31 @@ def create_app(settings: Settings, *, store: RegistryStore | None = None) -> web
         rate_limits_file=settings.rate_limits_file,
         port_range=settings.listen_port_range,
     )
+    app[PROBES] = ProbeBook()
+    app[XDS_CACHE] = SnapshotCache()
+    app[PIPELINE] = ConfigPipeline(
+        app[XDS_CACHE],
+        data_dir=settings.data_dir,
+        environ=os.environ if environ is None else environ,
+    )
+    app[SIDECAR] = SidecarLink(settings.envoy_node_id, settings.envoy_admin_port)
+    checks: dict[str, health.Check] = {"envoy": _envoy_ready, "config": _config_acked}
+    app[health.READINESS_CHECKS] = checks
+    app[operations.RATE_SAMPLES] = {}
+    app[operations.CACHE_LEDGER] = CacheLedger(app[PIPELINE].access_log_dir or settings.data_dir)
     app.cleanup_ctx.append(_registry_ctx)
+    app.cleanup_ctx.append(_xds_ctx)
+    app.cleanup_ctx.append(_envoy_ctx(with_envoy))
     app.add_routes(health.routes)
+    app.add_routes(integrations.routes)
+    app.add_routes(operations.routes)
     return app
 
 
 async def run_service(settings: Settings, *, with_envoy: bool = True) -> int:
     """Serve until SIGTERM/SIGINT; SIGHUP re-reads the integrations file."""
     configure_logging(settings.log_level, settings.log_format)
-    app = create_app(settings)
+    app = create_app(settings, with_envoy=with_envoy)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
@@ -68,9 +168,14 @@ async def run_service(settings: Settings, *, with_envoy: bool = True) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(
-        signal.SIGHUP, lambda: asyncio.ensure_future(app[REGISTRY].reload_file(force=True))
-    )
+    reloads: set[asyncio.Task[object]] = set()
+
+    def _reload() -> None:
+        task: asyncio.Task[object] = asyncio.ensure_future(app[REGISTRY].reload_file(force=True))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, _reload)
     await stop.wait()
     log.info("shutting down")
     await runner.cleanup()

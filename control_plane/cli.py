@@ -52,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
         "bootstrap: the ADS bootstrap for a separate Envoy container",
     )
 
+    p.add_argument(
+        "--include-secrets",
+        action="store_true",
+        help="with --format envoy: resolve credential values into the output "
+        "(default: <redacted:REFERENCE>)",
+    )
+
     p = sub.add_parser("run", help="run the control plane (and Envoy unless --no-envoy)")
     p.add_argument("--integrations", type=Path, help="default: config/integrations.yaml")
     p.add_argument(
@@ -115,7 +122,9 @@ def _render(args: argparse.Namespace) -> int:
     if args.format == "envoy":
         from control_plane.render import render_envoy_static
 
-        out: Any = render_envoy_static(items, settings)
+        out: Any = render_envoy_static(
+            items, settings, include_secrets=args.include_secrets, environ=os.environ
+        )
         print(json.dumps(out, indent=2, sort_keys=True))
         return EXIT_OK
     docs = {"integrations": [to_document(i, with_meta=False) for i in items]}
@@ -150,7 +159,8 @@ def _test(args: argparse.Namespace) -> int:
 
     settings = load_settings(os.environ, args.config)
     url = args.url or f"http://127.0.0.1:{settings.port}"
-    return asyncio.run(run_probe_table(url, args.ids, os.environ))
+    code: int = asyncio.run(run_probe_table(url, args.ids, os.environ))
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from control_plane.api.keys import REGISTRY, STORE
 
-__all__ = ["routes"]
+__all__ = ["READINESS_CHECKS", "routes"]
+
+Check = Callable[[web.Application], Awaitable[dict[str, object]]]
+READINESS_CHECKS = web.AppKey("readiness_checks", dict[str, Check])
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/health/live")
 async def live(request: web.Request) -> web.Response:
-    """Live while the event loop answers: a yield must come back within 1 s."""
+    """Live while the event loop answers; reports the scheduling lag it measured."""
     started = time.monotonic()
     await asyncio.sleep(0)
     lag_ms = round((time.monotonic() - started) * 1000, 3)
@@ -29,20 +33,21 @@ async def _checks(request: web.Request) -> dict[str, dict[str, object]]:
         await asyncio.wait_for(request.app[STORE].ping(), timeout=2)
         checks["store"] = {"ok": True}
     except Exception as exc:  # any failure means "not reachable"
-        checks["store"] = {"ok": False, "detail": type(exc).__name__}
+        checks["store"] = {"ok": False, "detail": str(exc) or type(exc).__name__}
     view = request.app[REGISTRY].view
     checks["registry"] = {
         "ok": True,
         "integrations": len(view.items),
-        "file_error": view.file_error.summary if view.file_error else None,
+        "file_error": view.file_error.render() if view.file_error else None,
     }
-    for name, probe in request.app.get("readiness_checks", {}).items():
-        checks[name] = await probe()
+    for name, probe in request.app.get(READINESS_CHECKS, {}).items():
+        checks[name] = await probe(request.app)
     return checks
 
 
 @routes.get("/health/ready")
 async def ready(request: web.Request) -> web.Response:
+    """Ready when the store answers, Envoy is live and has ACKed the current version."""
     checks = await _checks(request)
     ok = all(bool(c.get("ok")) for c in checks.values())
     return web.json_response(

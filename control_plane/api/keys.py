@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from control_plane.probes import ProbeBook
 from control_plane.registry.service import RegistryService
 from control_plane.settings import Settings
+from control_plane.sidecar.link import SidecarLink
 from control_plane.store.protocol import RegistryStore
+from control_plane.xds.cache import SnapshotCache
+from control_plane.xds.pipeline import ConfigPipeline
 
-__all__ = ["REGISTRY", "SETTINGS", "STORE"]
+__all__ = ["PIPELINE", "PROBES", "REGISTRY", "SETTINGS", "SIDECAR", "STORE", "XDS_CACHE"]
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", RegistryStore)
 REGISTRY = web.AppKey("registry", RegistryService)
+PROBES = web.AppKey("probes", ProbeBook)
+XDS_CACHE = web.AppKey("xds_cache", SnapshotCache)
+PIPELINE = web.AppKey("pipeline", ConfigPipeline)
+SIDECAR = web.AppKey("sidecar", SidecarLink)

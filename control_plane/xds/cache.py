@@ -227,7 +227,9 @@ class SnapshotCache:
     """The current snapshot (one for all nodes, optionally overridden per node) plus watches.
 
     Watchers await a version change; each :meth:`set_snapshot` swaps in a fresh
-    :class:`asyncio.Event` and sets the old one, so no waiter misses an update.
+    :class:`asyncio.Event` and sets the old one, so no waiter misses an update. Like all
+    asyncio objects it belongs to one event loop: call :meth:`set_snapshot` from that loop
+    (``loop.call_soon_threadsafe`` from another thread).
     """
 
     def __init__(self, status: XdsStatus | None = None) -> None:

@@ -18,7 +18,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+import secrets
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -61,6 +62,13 @@ def _nack_text(request: Any) -> tuple[bool, str, int]:
     return True, str(request.error_detail.message), int(request.error_detail.code)
 
 
+def _nonces() -> Iterator[str]:
+    # A nonce names one response so an ACK/NACK can be matched to it. The random stream
+    # prefix keeps a reconnecting node's new nonces from matching its old stream's records.
+    prefix = secrets.token_hex(4)
+    return (f"{prefix}-{n}" for n in itertools.count(1))
+
+
 class _StreamState(Protocol):
     def on_request(self, request: Any) -> set[str]: ...
     def responses(self, snapshot: Snapshot, dirty: set[str]) -> list[Any]: ...
@@ -82,7 +90,7 @@ class _SotwState:
     def __init__(self, node_id: str, status: XdsStatus) -> None:
         self.node_id, self.status = node_id, status
         self.types: dict[str, _SotwType] = {}
-        self._nonces = itertools.count(1)
+        self._nonces = _nonces()
 
     def subscribed(self) -> set[str]:
         return set(self.types)
@@ -134,7 +142,7 @@ class _SotwState:
                 continue
             available = snapshot.get(type_url)
             names = sorted(available if state.names is None else state.names & set(available))
-            nonce = str(next(self._nonces))
+            nonce = next(self._nonces)
             out.append(
                 discovery_pb2.DiscoveryResponse(
                     version_info=version,
@@ -171,7 +179,7 @@ class _DeltaState:
     def __init__(self, node_id: str, status: XdsStatus) -> None:
         self.node_id, self.status = node_id, status
         self.types: dict[str, _DeltaType] = {}
-        self._nonces = itertools.count(1)
+        self._nonces = _nonces()
 
     def subscribed(self) -> set[str]:
         return set(self.types)
@@ -248,7 +256,7 @@ class _DeltaState:
             # Always answer the first request, even with nothing, so Envoy's init
             # manager does not sit out initial_fetch_timeout.
             state.answered = True
-            nonce = str(next(self._nonces))
+            nonce = next(self._nonces)
             version = snapshot.version_for(type_url, None if state.wildcard else state.names)
             state.pending[nonce] = _Pending(
                 version, dict(updates), {name: state.client.get(name) for name in updates}

@@ -34,6 +34,8 @@ class TranslateOptions:
     cache_root: str = "/var/cache/integration-service"
     cache_generations: Mapping[str, int] = field(default_factory=dict)
     # When set, every HTTP listener writes a JSON access log to ``{access_log_dir}/{id}.log``.
+    # The directory must exist: Envoy opens the file when it builds the listener, creates no
+    # directories, and rejects (NACKs) the listener otherwise.
     access_log_dir: str | None = None
     # Endpoints of ``discovery: consul`` integrations, keyed by integration id.
     endpoints: Mapping[str, Sequence[tuple[str, int]]] = field(default_factory=dict)

@@ -1,0 +1,183 @@
+"""``/integrations`` CRUD with ETags, If-Match, filters and pagination.
+
+Credentials are returned as their references only (``env:NAME`` / ``file:/path``); the
+control plane never resolves them for an API response.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from aiohttp import web
+
+from control_plane.api.keys import PROBES, REGISTRY
+from control_plane.api.middleware import PreconditionFailed
+from control_plane.api.problems import problem_response
+from control_plane.observability.logging import REQUEST_ID
+from control_plane.registry.model import Integration, to_document
+from control_plane.store.protocol import NotFoundError
+
+__all__ = ["etag_of", "integration_body", "routes"]
+
+routes = web.RouteTableDef()
+
+MAX_LIMIT = 500
+
+
+def etag_of(item: Integration) -> str:
+    if item.source == "registered":
+        return f'"v{item.version}"'
+    digest = hashlib.sha256(json.dumps(to_document(item), sort_keys=True).encode()).hexdigest()
+    return f'"d-{digest[:16]}"'
+
+
+def integration_body(item: Integration) -> dict[str, Any]:
+    body = to_document(item)
+    body["endpoint"] = (
+        f"http://127.0.0.1:{item.listen_port}"
+        if item.upstream.scheme in ("http", "https")
+        else f"127.0.0.1:{item.listen_port}"
+    )
+    return body
+
+
+def _found(request: web.Request) -> Integration:
+    ident = request.match_info["integration_id"]
+    item = request.app[REGISTRY].view.get(ident)
+    if item is None:
+        raise NotFoundError(f"no integration {ident!r}")
+    return item
+
+
+def _check_if_match(request: web.Request, item: Integration) -> int:
+    """The version the write is based on; 412 when If-Match names another one."""
+    header = request.headers.get("If-Match")
+    if header is not None and header.strip() != "*":
+        tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+        if etag_of(item) not in tags:
+            raise PreconditionFailed(
+                f"If-Match {header} does not match the current version {etag_of(item)}; "
+                "GET the integration again and retry with its ETag"
+            )
+    return item.version
+
+
+async def _json_body(request: web.Request) -> Any:
+    if request.content_type not in ("application/json", "application/merge-patch+json", ""):
+        raise web.HTTPUnsupportedMediaType(reason="send the body as application/json")
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise web.HTTPBadRequest(reason=f"the body is not valid JSON: {exc}") from None
+
+
+def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(data, status=status, headers=headers)
+
+
+def _bool_param(request: web.Request, name: str) -> bool | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise web.HTTPBadRequest(reason=f"query parameter {name!r} must be true or false")
+
+
+def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(reason=f"query parameter {name!r} must be an integer") from None
+    if not lo <= value <= hi:
+        raise web.HTTPBadRequest(reason=f"query parameter {name!r} must be from {lo} to {hi}")
+    return value
+
+
+@routes.get("/integrations")
+async def list_integrations(request: web.Request) -> web.Response:
+    items = list(request.app[REGISTRY].view.items.values())
+    kind = request.query.get("kind")
+    tenant = request.query.get("tenant")
+    enabled = _bool_param(request, "enabled")
+    health = request.query.get("health")
+    if health is not None and health not in ("healthy", "unhealthy", "unknown"):
+        raise web.HTTPBadRequest(
+            reason="query parameter 'health' must be healthy, unhealthy or unknown"
+        )
+    probes = request.app[PROBES]
+    if kind:
+        items = [i for i in items if i.kind == kind]
+    if tenant:
+        items = [i for i in items if i.tenant == tenant]
+    if enabled is not None:
+        items = [i for i in items if i.enabled == enabled]
+    if health is not None:
+        items = [i for i in items if probes.state_of(i.id) == health]
+    limit = _int_param(request, "limit", 100, 1, MAX_LIMIT)
+    offset = _int_param(request, "offset", 0, 0, 10**9)
+    page = items[offset : offset + limit]
+    body: dict[str, Any] = {
+        "items": [integration_body(i) for i in page],
+        "total": len(items),
+        "limit": limit,
+        "offset": offset,
+    }
+    if offset + limit < len(items):
+        query = dict(request.query)
+        query.update({"offset": str(offset + limit), "limit": str(limit)})
+        body["next"] = str(request.rel_url.with_query(query))
+    return _json(body)
+
+
+@routes.post("/integrations")
+async def create_integration(request: web.Request) -> web.Response:
+    document = await _json_body(request)
+    if not isinstance(document, dict):
+        return problem_response(422, "the body must be a JSON object (an integration document)")
+    item = await request.app[REGISTRY].create(document, correlation_id=REQUEST_ID.get())
+    location = f"/integrations/{item.id}"
+    return _json(
+        integration_body(item), status=201, headers={"Location": location, "ETag": etag_of(item)}
+    )
+
+
+@routes.get("/integrations/{integration_id}")
+async def get_integration(request: web.Request) -> web.StreamResponse:
+    item = _found(request)
+    tag = etag_of(item)
+    if tag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
+        return web.Response(status=304, headers={"ETag": tag})
+    return _json(integration_body(item), headers={"ETag": tag})
+
+
+@routes.put("/integrations/{integration_id}")
+async def update_integration(request: web.Request) -> web.Response:
+    item = _found(request)
+    version = _check_if_match(request, item)
+    document = await _json_body(request)
+    if not isinstance(document, dict):
+        return problem_response(422, "the body must be a JSON object (an integration document)")
+    if document.get("id", item.id) != item.id:
+        return problem_response(
+            422, "the id in the body differs from the URL; ids cannot be changed (create a new one)"
+        )
+    updated = await request.app[REGISTRY].update(
+        item.id, {**document, "id": item.id}, version, correlation_id=REQUEST_ID.get()
+    )
+    return _json(integration_body(updated), headers={"ETag": etag_of(updated)})
+
+
+@routes.delete("/integrations/{integration_id}")
+async def delete_integration(request: web.Request) -> web.Response:
+    item = _found(request)
+    version = _check_if_match(request, item)
+    await request.app[REGISTRY].delete(item.id, version, correlation_id=REQUEST_ID.get())
+    return web.Response(status=204)

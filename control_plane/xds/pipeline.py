@@ -1,0 +1,159 @@
+"""Registry view → resolved credentials → translator → checked snapshot → xDS cache.
+
+The one place where the registry becomes Envoy configuration. A view that fails to
+translate or to pass the snapshot consistency check is *not* served: the previous snapshot
+stays in force and the error is kept for the status API. Per-integration generations
+(circuit-breaker reset, cache rotation) are persisted under the data dir so a restarted
+control plane produces the very same snapshot version as before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from control_plane.credentials import resolve_credentials
+from control_plane.registry.service import RegistryView
+from control_plane.xds.cache import SnapshotCache
+from control_plane.xds.snapshot import InconsistentSnapshot, Snapshot
+from control_plane.xds.translate import TranslateOptions, translate
+
+__all__ = ["ConfigPipeline", "Generations", "PipelineState"]
+
+log = logging.getLogger(__name__)
+
+
+class Generations:
+    """Small persisted counters: ``cluster`` (breaker reset) and ``cache`` (cache clear)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.cluster: dict[str, int] = {}
+        self.cache: dict[str, int] = {}
+        if path.exists():
+            try:
+                raw = json.loads(path.read_text(encoding="utf-8"))
+                self.cluster = {str(k): int(v) for k, v in raw.get("cluster", {}).items()}
+                self.cache = {str(k): int(v) for k, v in raw.get("cache", {}).items()}
+            except (ValueError, AttributeError):
+                log.warning(
+                    "generations file unreadable; starting from 0", extra={"file": str(path)}
+                )
+
+    def bump(self, table: dict[str, int], integration_id: str) -> int:
+        table[integration_id] = table.get(integration_id, 0) + 1
+        self._save()
+        return table[integration_id]
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"cluster": self.cluster, "cache": self.cache}, sort_keys=True))
+        os.replace(tmp, self.path)  # atomic: never a half-written file
+
+
+@dataclass(slots=True)
+class PipelineState:
+    snapshot_version: str | None = None
+    registry_generation: int = -1
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    pushes: int = 0
+
+
+class ConfigPipeline:
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        *,
+        data_dir: Path,
+        environ: Mapping[str, str],
+        listen_address: str = "127.0.0.1",
+        access_logs: bool = True,
+    ) -> None:
+        self.cache = cache
+        self.environ = environ
+        self.data_dir = data_dir
+        self.generations = Generations(data_dir / "generations.json")
+        self.listen_address = listen_address
+        self.cache_root = data_dir / "http-cache"
+        self.access_log_dir = data_dir / "access-logs" if access_logs else None
+        self.endpoints: dict[str, Sequence[tuple[str, int]]] = {}
+        self.state = PipelineState()
+        self._view: RegistryView | None = None
+
+    def options(self) -> TranslateOptions:
+        return TranslateOptions(
+            listen_address=self.listen_address,
+            generations=dict(self.generations.cluster),
+            cache_root=str(self.cache_root.resolve()),
+            cache_generations=dict(self.generations.cache),
+            access_log_dir=str(self.access_log_dir.resolve()) if self.access_log_dir else None,
+            endpoints=dict(self.endpoints),
+        )
+
+    def cache_path(self, integration_id: str) -> Path:
+        generation = self.generations.cache.get(integration_id, 0)
+        return self.cache_root.resolve() / integration_id / str(generation)
+
+    async def apply(self, view: RegistryView) -> None:
+        """Translate ``view`` and serve it; keep the last good snapshot on any error."""
+        self._view = view
+        self.apply_current()
+
+    def apply_current(self) -> Snapshot | None:
+        view = self._view
+        if view is None:
+            return None
+        resolved = resolve_credentials(view.items.values(), self.environ)
+        if self.access_log_dir is not None:
+            self.access_log_dir.mkdir(parents=True, exist_ok=True)
+        for item in view.enabled():
+            if item.policies.cache.enabled:
+                self.cache_path(item.id).mkdir(parents=True, exist_ok=True)
+        try:
+            result = translate(list(view.items.values()), resolved.values, self.options())
+            snapshot = Snapshot.build(result.resources)
+            self.cache.set_snapshot(snapshot)
+        except (ValueError, InconsistentSnapshot) as exc:
+            self.state.error = str(exc)
+            log.error(
+                "configuration not pushed; Envoy keeps the previous one", extra={"error": str(exc)}
+            )
+            return None
+        warnings = [f"{ref}: {why}" for ref, why in sorted(resolved.missing.items())]
+        warnings.extend(result.warnings)
+        for warning in warnings:
+            if warning not in self.state.warnings:
+                log.warning("configuration warning", extra={"warning": warning})
+        changed = snapshot.version != self.state.snapshot_version
+        self.state.warnings = warnings
+        self.state.error = None
+        self.state.registry_generation = view.generation
+        if changed:
+            self.state.snapshot_version = snapshot.version
+            self.state.pushes += 1
+            log.info(
+                "configuration snapshot ready",
+                extra={"version": snapshot.version, "integrations": len(view.enabled())},
+            )
+        return snapshot
+
+    def reset_cluster(self, integration_id: str) -> Snapshot | None:
+        """Circuit-breaker reset: a new cluster generation makes Envoy rebuild the cluster."""
+        self.generations.bump(self.generations.cluster, integration_id)
+        return self.apply_current()
+
+    def rotate_cache(self, integration_id: str) -> tuple[Path, Snapshot | None]:
+        """Cache clear: point the filter at a fresh directory; returns the old one."""
+        old = self.cache_path(integration_id)
+        self.generations.bump(self.generations.cache, integration_id)
+        return old, self.apply_current()
+
+    def set_endpoints(self, integration_id: str, endpoints: Sequence[tuple[str, int]]) -> None:
+        self.endpoints[integration_id] = tuple(endpoints)
+        self.apply_current()
