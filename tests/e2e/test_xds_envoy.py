@@ -24,13 +24,20 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 
 from control_plane.sidecar.supervisor import EnvoySupervisor
 from control_plane.xds.cache import SnapshotCache, TypeStatus
-from control_plane.xds.resources import CLUSTER, LISTENER
+from control_plane.xds.resources import ADS_ORDER, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from control_plane.xds.server import serve
 from control_plane.xds.snapshot import Snapshot
 from tests.support.envoy import dynamic_clusters, dynamic_listeners, running_envoy
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
-from tests.support.xds import assignment
+from tests.support.xds import (
+    assignment,
+    credential_injector,
+    eds_cluster,
+    rds_listener,
+    route_table,
+    secret,
+)
 
 pytestmark = pytest.mark.envoy
 
@@ -45,7 +52,11 @@ async def upstream_port() -> AsyncIterator[int]:
     async def hello(_: web.Request) -> web.Response:
         return web.Response(text=UPSTREAM_BODY)
 
+    async def authorization(request: web.Request) -> web.Response:
+        return web.Response(text=request.headers.get("Authorization", "<none>"))
+
     app = web.Application()
+    app.router.add_get("/authorization", authorization)
     app.router.add_get("/{tail:.*}", hello)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -96,11 +107,11 @@ def _listener(port: int, path_regex: str | None = None) -> Any:
     return listener
 
 
-async def _get(port: int) -> tuple[int, str]:
+async def _get(port: int, path: str = "/v1/balance") -> tuple[int, str]:
     timeout = aiohttp.ClientTimeout(total=2)
     async with (
         aiohttp.ClientSession(timeout=timeout) as session,
-        session.get(f"http://127.0.0.1:{port}/v1/balance") as response,
+        session.get(f"http://127.0.0.1:{port}{path}") as response,
     ):
         return response.status, await response.text()
 
@@ -204,3 +215,55 @@ async def _nack_round(envoy: EnvoySupervisor, cache: SnapshotCache, port: int) -
     )
     await wait_until(lambda: lds.state == "acked", message="ACK of the fixed listener")
     await _wait_for_traffic(port)
+
+
+@pytest.mark.parametrize("delta", [True, False], ids=["delta", "sotw"])
+async def test_eds_rds_and_sds_reach_envoy(
+    tmp_path: Path, delta: bool, upstream_port: int, xds: tuple[SnapshotCache, int]
+) -> None:
+    """Every ADS type at once: an EDS cluster, an RDS route table and an SDS secret that
+    the credential_injector filter puts into ``Authorization``."""
+    cache, xds_port = xds
+    listener_port = free_port()
+    resources = {
+        CLUSTER: {"upstream": eds_cluster("upstream")},
+        ENDPOINT: {"upstream": assignment("upstream", upstream_port)},
+        LISTENER: {
+            "ingress": rds_listener(
+                "ingress", "ingress-routes", [credential_injector("upstream-token")], listener_port
+            )
+        },
+        ROUTE: {"ingress-routes": route_table("ingress-routes", "upstream")},
+        SECRET: {"upstream-token": secret("upstream-token", "Bearer sk_test_e2e")},
+    }
+    cache.set_snapshot(Snapshot.build(resources))
+
+    async with running_envoy(
+        tmp_path / "envoy", node_id=NODE_ID, xds_port=xds_port, delta=delta
+    ) as envoy:
+        await wait_until(
+            lambda: all(_acked(cache, type_url) for type_url in ADS_ORDER),
+            message="ACK of every type",
+        )
+
+        async def injected() -> bool:
+            return await _get(listener_port, "/authorization") == (200, "Bearer sk_test_e2e")
+
+        await wait_until(injected, message="credential injected from the SDS secret")
+        async with envoy.admin() as admin:
+            dump = await admin.config_dump(include_eds=True)
+        assert dynamic_clusters(dump)["upstream"]["cluster"]["type"] == "EDS"
+        assert "ingress" in dynamic_listeners(dump)
+
+        # Rotating the secret pushes only SDS, and Envoy uses the new value.
+        lds_pushes = _type_status(cache, LISTENER)
+        assert lds_pushes is not None
+        listener_push_count = lds_pushes.push_count
+        resources[SECRET] = {"upstream-token": secret("upstream-token", "Bearer rotated")}
+        cache.set_snapshot(Snapshot.build(resources))
+
+        async def rotated() -> bool:
+            return await _get(listener_port, "/authorization") == (200, "Bearer rotated")
+
+        await wait_until(rotated, message="rotated secret in use")
+        assert lds_pushes.push_count == listener_push_count

@@ -9,10 +9,12 @@ from envoy.config.core.v3 import config_source_pb2, extension_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.credential_injector.v3 import credential_injector_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.http.injected_credentials.generic.v3 import generic_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 
 from control_plane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
@@ -21,6 +23,7 @@ __all__ = [
     "ads",
     "assignment",
     "complete",
+    "credential_injector",
     "eds_cluster",
     "rds_listener",
     "route_table",
@@ -63,7 +66,9 @@ def assignment(name: str, port: int = 8080) -> Any:
     return cla
 
 
-def rds_listener(name: str, route: str, http_filters: list[Any] | None = None) -> Any:
+def rds_listener(
+    name: str, route: str, http_filters: list[Any] | None = None, port: int = 10001
+) -> Any:
     hcm = hcm_pb2.HttpConnectionManager(stat_prefix=name)
     hcm.rds.route_config_name = route
     hcm.rds.config_source.CopyFrom(ads())
@@ -73,12 +78,23 @@ def rds_listener(name: str, route: str, http_filters: list[Any] | None = None) -
     router.typed_config.Pack(router_pb2.Router())
     listener = listener_pb2.Listener(name=name)
     address = listener.address.socket_address
-    address.address, address.port_value = "127.0.0.1", 10001
+    address.address, address.port_value = "127.0.0.1", port
     network_filter = listener.filter_chains.add().filters.add(
         name="envoy.filters.network.http_connection_manager"
     )
     network_filter.typed_config.Pack(hcm)
     return listener
+
+
+def credential_injector(secret_name: str) -> Any:
+    """An HTTP filter that sets ``Authorization`` from an SDS generic secret."""
+    generic = generic_pb2.Generic(credential=sds(secret_name))
+    injector = credential_injector_pb2.CredentialInjector(
+        credential=typed("envoy.http.injected_credentials.generic", generic)
+    )
+    http_filter = hcm_pb2.HttpFilter(name="envoy.filters.http.credential_injector")
+    http_filter.typed_config.Pack(injector)
+    return http_filter
 
 
 def route_table(name: str, cluster: str) -> Any:
