@@ -12,10 +12,11 @@ stat prefix are all the integration id.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from adapters import adapter_for
 from control_plane.registry.model import Integration
-from control_plane.xds.translate.clusters import cluster
+from control_plane.xds.translate.clusters import cluster, token_cluster
 from control_plane.xds.translate.endpoints import load_assignment
 from control_plane.xds.translate.listeners import listener
 from control_plane.xds.translate.options import (
@@ -48,6 +49,13 @@ ENDPOINT = _PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
 LISTENER = _PREFIX + "envoy.config.listener.v3.Listener"
 ROUTE = _PREFIX + "envoy.config.route.v3.RouteConfiguration"
 SECRET = _PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def _injects(main: Any) -> bool:
+    """Whether the cluster runs upstream HTTP filters (credential injection/signing)."""
+    packed = main.typed_extension_protocol_options.get(_HTTP_OPTIONS)
+    return packed is not None and b"envoy.filters.http.credential_injector" in packed.value
 
 
 def _check_ports(enabled: Sequence[Integration]) -> None:
@@ -81,14 +89,19 @@ def translate(
     resources: Resources = {CLUSTER: {}, ENDPOINT: {}, LISTENER: {}, ROUTE: {}, SECRET: {}}
     for item in enabled:
         protocol = adapter_for(item.kind).protocol_for(item.settings)
-        resources[CLUSTER][item.id] = cluster(item, protocol, options, book)
+        main = cluster(item, protocol, options, book)
+        resources[CLUSTER][item.id] = main
+        if item.kind == "auth0" and _injects(main):
+            token = token_cluster(item, main)
+            resources[CLUSTER][token.name] = token
         if item.upstream.discovery == "consul":
             endpoints = options.endpoints.get(item.id, ())
             if not endpoints:
                 book.warnings.append(f"{item.id}: no endpoints discovered yet; requests get 503")
             resources[ENDPOINT][item.id] = load_assignment(item.id, endpoints)
-        resources[LISTENER][item.id] = listener(item, protocol, options, book)
+        resources[LISTENER][item.id] = listener(item, protocol, options)
         if protocol == "http":
             resources[ROUTE][item.id] = route_configuration(item)
+    resources[CLUSTER] = dict(sorted(resources[CLUSTER].items()))
     resources[SECRET] = dict(sorted(book.secrets.items()))
     return TranslateResult(resources=resources, warnings=book.warnings)

@@ -21,11 +21,12 @@ from google.protobuf import wrappers_pb2  # type: ignore[import-untyped]
 
 from control_plane.registry.model import Integration
 from control_plane.xds.translate.endpoints import load_assignment
+from control_plane.xds.translate.http_filters import token_cluster_name, upstream_filters
 from control_plane.xds.translate.messages import ads, duration, is_ip, pack, struct
 from control_plane.xds.translate.options import TranslateOptions
 from control_plane.xds.translate.secrets import SecretBook
 
-__all__ = ["METADATA_NAMESPACE", "cluster"]
+__all__ = ["METADATA_NAMESPACE", "cluster", "token_cluster"]
 
 METADATA_NAMESPACE = "integration_service"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -167,16 +168,15 @@ def cluster(item: Integration, protocol: str, options: TranslateOptions, book: S
     if item.policies.outlier_detection.enabled:
         result.outlier_detection.CopyFrom(_outlier_detection(item))
     if protocol == "http":
-        # Plain HTTP/1.1 upstream: what every SaaS edge and the probes' fakes speak.
-        result.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(
-            pack(
-                http_protocol_options_pb2.HttpProtocolOptions(
-                    explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
-                        http_protocol_options=protocol_pb2.Http1ProtocolOptions()
-                    )
-                )
-            )
+        options_pb = http_protocol_options_pb2.HttpProtocolOptions(
+            # Plain HTTP/1.1 upstream: what every SaaS edge and the probes' fakes speak.
+            explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+                http_protocol_options=protocol_pb2.Http1ProtocolOptions()
+            ),
+            # Credential injection / SigV4 (see http_filters): every stream, cached or not.
+            http_filters=upstream_filters(item, book),
         )
+        result.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(pack(options_pb))
     if up.tls.enabled:
         tls = _tls_context(item, options, book)
         if protocol == "http":
@@ -184,3 +184,20 @@ def cluster(item: Integration, protocol: str, options: TranslateOptions, book: S
         result.transport_socket.name = "envoy.transport_sockets.tls"
         result.transport_socket.typed_config.CopyFrom(pack(tls))
     return result
+
+
+def token_cluster(item: Integration, main: Any) -> Any:
+    """For an OAuth2-injecting integration: its cluster ``main`` without upstream filters,
+    for Envoy's own token requests (through ``main`` the injector, holding no token yet,
+    would reject them)."""
+    clone = cluster_pb2.Cluster()
+    clone.CopyFrom(main)
+    clone.name = token_cluster_name(item)
+    if clone.HasField("load_assignment"):
+        clone.load_assignment.cluster_name = clone.name
+    # An EDS clone keeps service_name = the integration id: it shares the same endpoints.
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    clone.typed_extension_protocol_options[_HTTP_OPTIONS].Unpack(options)
+    options.ClearField("http_filters")
+    clone.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(pack(options))
+    return clone

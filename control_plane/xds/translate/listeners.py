@@ -21,7 +21,6 @@ from control_plane.registry.model import Integration
 from control_plane.xds.translate.http_filters import http_filters
 from control_plane.xds.translate.messages import ads, duration, pack, struct
 from control_plane.xds.translate.options import TranslateOptions
-from control_plane.xds.translate.secrets import SecretBook
 
 __all__ = ["ACCESS_LOG_FIELDS", "TCP_IDLE_TIMEOUT", "listener"]
 
@@ -59,12 +58,12 @@ def _access_log(item: Integration, directory: str) -> Any:
     return accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=pack(log))
 
 
-def _http_connection_manager(item: Integration, options: TranslateOptions, book: SecretBook) -> Any:
+def _http_connection_manager(item: Integration, options: TranslateOptions) -> Any:
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=item.id,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(config_source=ads(), route_config_name=item.id),
-        http_filters=http_filters(item, options, book),
+        http_filters=http_filters(item, options),
     )
     if options.access_log_dir is not None:
         hcm.access_log.append(_access_log(item, options.access_log_dir))
@@ -82,11 +81,11 @@ def _tcp_proxy(item: Integration) -> Any:
     )
 
 
-def listener(item: Integration, protocol: str, options: TranslateOptions, book: SecretBook) -> Any:
+def listener(item: Integration, protocol: str, options: TranslateOptions) -> Any:
     """The listener of ``item`` (``listen_port`` must be set)."""
     assert item.listen_port is not None  # checked by translate()
     network_filter = (
-        _http_connection_manager(item, options, book) if protocol == "http" else _tcp_proxy(item)
+        _http_connection_manager(item, options) if protocol == "http" else _tcp_proxy(item)
     )
     return listener_pb2.Listener(
         name=item.id,

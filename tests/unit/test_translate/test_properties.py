@@ -59,9 +59,17 @@ def _filters(listener: Any) -> list[str]:
     return [f["name"] for f in _hcm(listener)["http_filters"]]
 
 
-def _upstream_filters(listener: Any) -> list[str]:
-    router = _hcm(listener)["http_filters"][-1]["typed_config"]
-    return [f["name"] for f in router.get("upstream_http_filters", [])]
+def _cluster_filters(cluster: Any) -> list[dict[str, Any]]:
+    """The cluster's upstream HTTP filters (HttpProtocolOptions.http_filters)."""
+    packed = cluster.typed_extension_protocol_options[
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]
+    filters: list[dict[str, Any]] = _unpack(packed).get("http_filters", [])
+    return filters
+
+
+def _upstream_filters(cluster: Any) -> list[str]:
+    return [f["name"] for f in _cluster_filters(cluster)]
 
 
 # -- secrets --------------------------------------------------------------------------------
@@ -121,7 +129,7 @@ def test_missing_secret_is_omitted_and_reported_without_value() -> None:
     result = translate(example_integrations(), secrets, TranslateOptions())
     assert "stripe/api_key" not in result.resources[SECRET]
     assert "envoy.filters.http.credential_injector" not in _upstream_filters(
-        result.resources[LISTENER]["stripe"]
+        result.resources[CLUSTER]["stripe"]
     )
     assert any("stripe" in w and "env:STRIPE_SECRET_KEY" in w for w in result.warnings)
     assert not any("sk_test" in w for w in result.warnings)
@@ -179,10 +187,17 @@ def test_http_filter_order() -> None:
         "envoy.filters.http.router",
     ]
     assert _filters(listeners["storage"]) == ["envoy.filters.http.router"]
-    assert _upstream_filters(listeners["stripe"]) == [
+    clusters = _example().resources[CLUSTER]
+    assert _upstream_filters(clusters["stripe"]) == [
+        "envoy.filters.http.header_mutation",
         "envoy.filters.http.credential_injector",
         "envoy.filters.http.upstream_codec",
     ]
+    router = _hcm(listeners["stripe"])["http_filters"][-1]["typed_config"]
+    assert router == {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+        "suppress_envoy_headers": True,
+    }
     hcm = _hcm(listeners["stripe"])
     assert hcm["stat_prefix"] == "stripe"
     assert hcm["rds"]["route_config_name"] == "stripe"
@@ -283,9 +298,8 @@ def test_consul_integration_uses_eds() -> None:
 
 
 def test_storage_signing_uses_credentials_file_only() -> None:
-    listener = translate(STORAGE_FILE(), {}, TranslateOptions()).resources[LISTENER]["uploads"]
-    router = _hcm(listener)["http_filters"][-1]["typed_config"]
-    signing = router["upstream_http_filters"][0]["typed_config"]
+    cluster = translate(STORAGE_FILE(), {}, TranslateOptions()).resources[CLUSTER]["uploads"]
+    signing = _cluster_filters(cluster)[1]["typed_config"]
     provider = signing["credential_provider"]
     assert provider["custom_credential_provider_chain"] is True
     assert provider["credentials_file_provider"]["credentials_data_source"] == {
@@ -295,17 +309,19 @@ def test_storage_signing_uses_credentials_file_only() -> None:
     assert signing["host_rewrite"] == "minio.example.com:9000"
     result = _example()
     assert "envoy.filters.http.aws_request_signing" not in _upstream_filters(
-        result.resources[LISTENER]["storage"]
+        result.resources[CLUSTER]["storage"]
     )
     assert any(w.startswith("storage:") and "env:STORAGE" in w for w in result.warnings)
 
 
 def test_auth0_oauth2_client_credentials() -> None:
-    listener = _example().resources[LISTENER]["auth0"]
-    router = _hcm(listener)["http_filters"][-1]["typed_config"]
-    oauth2 = router["upstream_http_filters"][0]["typed_config"]["credential"]["typed_config"]
+    clusters = _example().resources[CLUSTER]
+    injector = _cluster_filters(clusters["auth0"])[1]["typed_config"]
+    oauth2 = injector["credential"]["typed_config"]
     assert oauth2["token_endpoint"]["uri"] == "https://your-domain.auth0.com/oauth/token"
-    assert oauth2["token_endpoint"]["cluster"] == "auth0"
+    # Token requests bypass the injector: same upstream, no upstream filters.
+    assert oauth2["token_endpoint"]["cluster"] == "auth0_oauth2_token"
+    assert _upstream_filters(clusters["auth0_oauth2_token"]) == []
     credentials = oauth2["client_credentials"]
     assert credentials["client_id"] == "auth0-client-id-golden"
     assert credentials["client_secret"]["name"] == "auth0/client_secret"
