@@ -23,6 +23,7 @@ __all__ = [
     "SECRET",
     "WILDCARD_TYPES",
     "References",
+    "eds_names",
     "message_type_url",
     "references",
     "resource_name",
@@ -147,9 +148,11 @@ def _walk(message: Message) -> Iterator[Message]:
             yield from _walk(child)
 
 
-def _cluster_endpoints(cluster: Any) -> set[str]:
-    # An EDS cluster asks for the ClusterLoadAssignment named by eds_cluster_config's
-    # service_name, falling back to the cluster's own name.
+def eds_names(cluster: Any) -> set[str]:
+    """The ClusterLoadAssignment an EDS cluster fetches over ADS (none for other clusters).
+
+    It is named by ``eds_cluster_config.service_name``, falling back to the cluster name.
+    """
     if cluster.WhichOneof("cluster_discovery_type") != "type" or cluster.type != cluster.EDS:
         return set()
     eds = cluster.eds_cluster_config
@@ -172,7 +175,7 @@ def references(resources: dict[str, dict[str, Message]]) -> References:
     for type_url in (CLUSTER, LISTENER):
         for resource in resources.get(type_url, {}).values():
             if type_url == CLUSTER:
-                endpoints |= _cluster_endpoints(resource)
+                endpoints |= eds_names(resource)
             for nested in _walk(resource):
                 full_name = nested.DESCRIPTOR.full_name
                 if full_name == _SDS_CONFIG:

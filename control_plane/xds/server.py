@@ -28,7 +28,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2  # type: ignore[import-untyped]
 
 from control_plane.xds.cache import SnapshotSource, StreamType, XdsStatus
-from control_plane.xds.resources import ADS_ORDER, WILDCARD_TYPES
+from control_plane.xds.resources import ADS_ORDER, CLUSTER, ENDPOINT, WILDCARD_TYPES, eds_names
 from control_plane.xds.snapshot import Snapshot
 
 __all__ = ["AdsServicer", "serve"]
@@ -153,6 +153,12 @@ class _SotwState:
             )
             state.nonce, state.sent_version, state.sent_key = nonce, version, key
             self.status.record_sent(self.node_id, type_url, version, nonce)
+            if type_url == CLUSTER and ENDPOINT in self.types:
+                # An updated EDS cluster warms until it receives its ClusterLoadAssignment
+                # again, even an unchanged one (else it waits out initial_fetch_timeout):
+                # follow every CDS push with EDS. go-control-plane#245, envoy#31535.
+                self.types[ENDPOINT].sent_key = None
+                dirty.add(ENDPOINT)
         return out
 
 
@@ -280,6 +286,15 @@ class _DeltaState:
                 )
             )
             self.status.record_sent(self.node_id, type_url, version, nonce)
+            eds = self.types.get(ENDPOINT)
+            if type_url == CLUSTER and eds is not None:
+                # See _SotwState.responses: re-send the endpoints of every updated EDS
+                # cluster so its warming completes now rather than at initial_fetch_timeout.
+                clusters = snapshot.get(CLUSTER)
+                for name in updates:
+                    for endpoint in eds_names(clusters[name]):
+                        eds.client.pop(endpoint, None)
+                dirty.add(ENDPOINT)
         return out
 
 

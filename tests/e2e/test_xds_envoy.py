@@ -267,3 +267,26 @@ async def test_eds_rds_and_sds_reach_envoy(
 
         await wait_until(rotated, message="rotated secret in use")
         assert lds_pushes.push_count == listener_push_count
+
+        # An updated EDS cluster warms again and needs its endpoints again, though they did
+        # not change; the server follows the CDS push with EDS, so Envoy never has to wait
+        # out the EDS initial_fetch_timeout (15 s) to activate it.
+        resources[CLUSTER]["upstream"].connect_timeout.seconds = 7
+
+        async def cluster_updated() -> bool:
+            async with envoy.admin() as admin:
+                dump = await admin.config_dump()
+            warming = [
+                c for cfg in dump["configs"] for c in cfg.get("dynamic_warming_clusters", [])
+            ]
+            active = dynamic_clusters(dump)["upstream"]["cluster"]
+            return not warming and active.get("connect_timeout") == "7s"
+
+        cache.set_snapshot(Snapshot.build(resources))
+        await wait_until(cluster_updated, deadline_s=30, message="updated cluster active")
+        async with envoy.admin() as admin:
+            stats = await admin.stats()
+        timeouts = {k: v for k, v in stats.items() if k.endswith(".init_fetch_timeout")}
+        assert timeouts.get("cluster.upstream.init_fetch_timeout") == 0, timeouts
+        assert not any(timeouts.values()), timeouts
+        assert await _get(listener_port) == (200, UPSTREAM_BODY)

@@ -232,6 +232,22 @@ async def test_sotw_only_changed_types_are_pushed(sotw: Stream, cache: SnapshotC
     await sotw.quiet()
 
 
+async def test_sotw_cluster_update_is_followed_by_unchanged_endpoints(
+    sotw: Stream, cache: SnapshotCache
+) -> None:
+    cache.set_snapshot(Snapshot.build(complete()))
+    before = await _subscribe_and_ack_all(sotw, cache)
+    changed = complete()
+    changed[CLUSTER]["stripe"].connect_timeout.seconds = 9
+    cache.set_snapshot(Snapshot.build(changed))
+    cds, eds = await sotw.next(), await sotw.next()
+    assert (cds.type_url, eds.type_url) == (CLUSTER, ENDPOINT)
+    # Same endpoints, same version: Envoy needs them anyway to finish warming the cluster.
+    assert eds.version_info == before[ENDPOINT].version_info
+    assert _names(eds) == ["stripe"]
+    await sotw.quiet()
+
+
 async def test_sotw_nack_is_recorded_and_not_resent(sotw: Stream, cache: SnapshotCache) -> None:
     nacks: list[tuple[str, str, str, str]] = []
     cache.status.on_nack.append(lambda *args: nacks.append(args))
@@ -242,6 +258,7 @@ async def test_sotw_nack_is_recorded_and_not_resent(sotw: Stream, cache: Snapsho
     cache.set_snapshot(Snapshot.build(bad))
     pushed = await sotw.next()
     assert pushed.type_url == CLUSTER and sorted(_names(pushed)) == ["payments", "stripe"]
+    assert (await sotw.next()).type_url == ENDPOINT  # every CDS push is followed by EDS
     await sotw.send(
         type_url=CLUSTER,
         version_info=first.version_info,  # NACK: Envoy repeats the last accepted version
@@ -313,7 +330,16 @@ async def test_delta_initial_update_removal_and_nack(delta: Stream, cache: Snaps
     assert update.type_url == CLUSTER
     assert [r.name for r in update.resources] == ["payments"]
     assert list(update.removed_resources) == []
-    await delta.send(type_url=CLUSTER, response_nonce=update.nonce)
+    # The updated EDS cluster gets its (unchanged) endpoints again, or it would stay
+    # warming until initial_fetch_timeout.
+    follow_up = await delta.next()
+    assert follow_up.type_url == ENDPOINT
+    assert [(r.name, r.version) for r in follow_up.resources] == [
+        (r.name, r.version) for r in eds.resources if r.name == "payments"
+    ]
+    for response in (update, follow_up):
+        await delta.send(type_url=response.type_url, response_nonce=response.nonce)
+    await delta.quiet()
 
     # Deleting a cluster and its endpoints sends removals for both, CDS first.
     cache.set_snapshot(Snapshot.build(complete()))
@@ -329,6 +355,9 @@ async def test_delta_initial_update_removal_and_nack(delta: Stream, cache: Snaps
     bad[CLUSTER]["stripe"].connect_timeout.seconds = 1
     cache.set_snapshot(Snapshot.build(bad))
     refused = await delta.next()
+    stripe_endpoints = await delta.next()
+    assert [r.name for r in stripe_endpoints.resources] == ["stripe"]
+    await delta.send(type_url=ENDPOINT, response_nonce=stripe_endpoints.nonce)
     await delta.send(
         type_url=CLUSTER,
         response_nonce=refused.nonce,
