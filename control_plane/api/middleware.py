@@ -46,7 +46,6 @@ async def correlation_middleware(request: web.Request, handler: Handler) -> web.
     trace_id = trace.group(1) if trace and trace.group(1) != "0" * 32 else None
     rid_token = REQUEST_ID.set(request_id)
     tid_token = TRACE_ID.set(trace_id)
-    request["request_id"] = request_id
     started = time.monotonic()
     try:
         response = await handler(request)
