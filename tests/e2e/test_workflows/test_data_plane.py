@@ -136,7 +136,7 @@ async def test_listeners_and_credential_injection(tmp_path: Path, delta: bool) -
 
 
 async def test_rate_limit_exact_excess(tmp_path: Path) -> None:
-    async with stack(tmp_path) as (s, ok, _):
+    async with stack(tmp_path) as (s, _ok, _):
         burst, extra = 5, 4
         codes = []
         for _ in range(burst + extra):
@@ -264,7 +264,7 @@ async def test_nack_recorded_previous_config_kept_no_push_loop(tmp_path: Path) -
 
 
 async def test_control_plane_sigkill_traffic_continues_and_reconverges(tmp_path: Path) -> None:
-    async with stack(tmp_path) as (s, ok, _):
+    async with stack(tmp_path) as (s, _ok, _):
         version = (await s.get_json(s.api("/integrations/echo/status")))["config"][
             "snapshot_version"
         ]
