@@ -344,9 +344,6 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
                         snapshot = item
                         dirty |= state.subscribed() if state is not None else set()
                         continue
-                    if item.type_url not in ADS_ORDER:
-                        _log.debug("ignoring request for unserved type %s", item.type_url)
-                        continue
                     if state is None:
                         # Envoy sends the node only on the first request
                         # (set_node_on_first_message_only in the bootstrap).
@@ -359,6 +356,9 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
                         snapshot = self._source.snapshot_for(node_id)
                         after = None if snapshot is None else snapshot.version
                         tasks.append(asyncio.create_task(self._watch(node_id, after, queue)))
+                    if item.type_url not in ADS_ORDER:
+                        _log.debug("ignoring request for unserved type %s", item.type_url)
+                        continue
                     dirty |= state.on_request(item)
                 if state is not None and snapshot is not None:
                     for response in state.responses(snapshot, dirty):

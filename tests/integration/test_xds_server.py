@@ -433,3 +433,14 @@ async def test_first_request_without_node_is_refused(stub: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await call.read()
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_unserved_types_are_ignored_but_their_node_counts(
+    sotw: Stream, cache: SnapshotCache
+) -> None:
+    cache.set_snapshot(Snapshot.build(complete()))
+    await sotw.send(**_node(type_url="type.googleapis.com/envoy.service.runtime.v3.Runtime"))
+    await sotw.send(type_url=CLUSTER)  # node only on the first message, as Envoy sends it
+    response = await sotw.next()
+    assert response.type_url == CLUSTER
+    await sotw.quiet()
