@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 
-from control_plane.api import health, integrations, operations
+from control_plane.api import health, integrations, openapi, operations
 from control_plane.api.keys import (
     PIPELINE,
     PROBES,
@@ -26,6 +26,8 @@ from control_plane.api.keys import (
     STORE,
     XDS_CACHE,
 )
+from control_plane.api.metrics import install_metrics, metrics_middleware
+from control_plane.api.metrics import routes as metrics_routes
 from control_plane.api.middleware import correlation_middleware, errors_middleware
 from control_plane.observability.logging import configure_logging
 from control_plane.probes import ProbeBook
@@ -125,7 +127,9 @@ def create_app(
     with_envoy: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[correlation_middleware, errors_middleware])
+    app = web.Application(
+        middlewares=[metrics_middleware, correlation_middleware, errors_middleware]
+    )
     app[SETTINGS] = settings
     app[STORE] = store or create_store(settings.postgresql_url, settings.data_dir)
     app[REGISTRY] = RegistryService(
@@ -146,12 +150,15 @@ def create_app(
     app[health.READINESS_CHECKS] = checks
     app[operations.RATE_SAMPLES] = {}
     app[operations.CACHE_LEDGER] = CacheLedger(app[PIPELINE].access_log_dir or settings.data_dir)
+    install_metrics(app)
     app.cleanup_ctx.append(_registry_ctx)
     app.cleanup_ctx.append(_xds_ctx)
     app.cleanup_ctx.append(_envoy_ctx(with_envoy))
     app.add_routes(health.routes)
     app.add_routes(integrations.routes)
     app.add_routes(operations.routes)
+    app.add_routes(metrics_routes)
+    app.add_routes(openapi.routes)
     return app
 
 
