@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import datetime as dt
 import json
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -22,8 +23,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from control_plane.store import postgres_security as security
 from control_plane.store.migrations import POSTGRES_BOOKKEEPING, pending
 from control_plane.store.protocol import (
+    ApiKeyRecord,
+    AuditEntry,
+    AuditQuery,
     ConflictError,
     NotFoundError,
     OutboxEvent,
@@ -374,6 +379,32 @@ class PostgresStore:
                 " WHERE seq = ANY($1::bigint[]) AND sent_at IS NULL",
                 builtins.list(seqs),
             )
+
+    # -- API keys and audit (statements in postgres_security) --------------------------
+
+    async def create_api_key(self, record: ApiKeyRecord) -> None:
+        async with self._connection(write=True) as conn:
+            await security.create_api_key(conn, record)
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        async with self._connection(write=False) as conn:
+            return await security.get_api_key(conn, key_id)
+
+    async def list_api_keys(self, tenant: str | None = None) -> builtins.list[ApiKeyRecord]:
+        async with self._connection(write=False) as conn:
+            return await security.list_api_keys(conn, tenant)
+
+    async def revoke_api_key(self, key_id: str, at: dt.datetime) -> ApiKeyRecord:
+        async with self._connection(write=True) as conn:
+            return await security.revoke_api_key(conn, key_id, at)
+
+    async def append_audit(self, entry: AuditEntry) -> AuditEntry:
+        async with self._connection(write=True) as conn:
+            return await security.append_audit(conn, entry)
+
+    async def list_audit(self, query: AuditQuery) -> builtins.list[AuditEntry]:
+        async with self._connection(write=False) as conn:
+            return await security.list_audit(conn, query)
 
 
 async def _migrate(conn: asyncpg.Connection) -> None:

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
+    "ApiKeyRecord",
+    "AuditEntry",
+    "AuditQuery",
     "ConflictError",
     "NotFoundError",
     "OutboxEvent",
@@ -62,6 +65,50 @@ class OutboxEvent:
     created_at: dt.datetime | None = None
     attempts: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """A management-API key as stored: its hash, never the key itself."""
+
+    id: str
+    prefix: str  # ``isk_<id>``: shown in listings so a key can be recognised
+    hash: str  # hex SHA-256 of the whole key
+    name: str
+    role: str
+    tenant: str | None
+    created_at: dt.datetime
+    expires_at: dt.datetime | None = None
+    revoked_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One audited mutation; ``before``/``after`` are already redacted by the caller."""
+
+    at: dt.datetime
+    principal: str
+    tenant: str | None
+    action: str
+    target: str
+    before: Mapping[str, Any] | None = None
+    after: Mapping[str, Any] | None = None
+    request_id: str | None = None
+    id: int = 0  # assigned by the store, strictly increasing
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Filters of ``list_audit`` (all optional, combined with AND); newest first."""
+
+    principal: str | None = None
+    tenant: str | None = None
+    action: str | None = None
+    target: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    before_id: int | None = None  # page: entries older than this id
+    limit: int = 100
 
 
 @runtime_checkable
@@ -119,3 +166,20 @@ class RegistryStore(Protocol):
     async def pending_events(self, limit: int = 100) -> builtins.list[OutboxEvent]: ...
 
     async def mark_sent(self, seqs: Sequence[int]) -> None: ...
+
+    # API keys (hashes only) and the audit log.
+    async def create_api_key(self, record: ApiKeyRecord) -> None:
+        """Insert; :class:`ConflictError` when the id or prefix exists."""
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None: ...
+
+    async def list_api_keys(self, tenant: str | None = None) -> builtins.list[ApiKeyRecord]:
+        """Every key (``tenant`` None) or the keys of one tenant, oldest first."""
+
+    async def revoke_api_key(self, key_id: str, at: dt.datetime) -> ApiKeyRecord:
+        """Set ``revoked_at`` (kept when already revoked); NotFoundError when absent."""
+
+    async def append_audit(self, entry: AuditEntry) -> AuditEntry:
+        """Insert and return the entry with its id."""
+
+    async def list_audit(self, query: AuditQuery) -> builtins.list[AuditEntry]: ...

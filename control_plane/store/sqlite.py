@@ -19,8 +19,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from control_plane.store import sqlite_security as security
 from control_plane.store.migrations import SQLITE_BOOKKEEPING, pending
 from control_plane.store.protocol import (
+    ApiKeyRecord,
+    AuditEntry,
+    AuditQuery,
     ConflictError,
     NotFoundError,
     OutboxEvent,
@@ -337,6 +341,28 @@ class SqliteStore:
             )
 
         await self._run(lambda conn: _write(conn, work))
+
+    # -- API keys and audit (statements in sqlite_security) ----------------------------
+
+    async def create_api_key(self, record: ApiKeyRecord) -> None:
+        await self._run(lambda conn: _write(conn, lambda c: security.create_api_key(c, record)))
+
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None:
+        return await self._run(lambda conn: security.get_api_key(conn, key_id))
+
+    async def list_api_keys(self, tenant: str | None = None) -> builtins.list[ApiKeyRecord]:
+        return await self._run(lambda conn: security.list_api_keys(conn, tenant))
+
+    async def revoke_api_key(self, key_id: str, at: dt.datetime) -> ApiKeyRecord:
+        return await self._run(
+            lambda conn: _write(conn, lambda c: security.revoke_api_key(c, key_id, at))
+        )
+
+    async def append_audit(self, entry: AuditEntry) -> AuditEntry:
+        return await self._run(lambda conn: _write(conn, lambda c: security.append_audit(c, entry)))
+
+    async def list_audit(self, query: AuditQuery) -> builtins.list[AuditEntry]:
+        return await self._run(lambda conn: security.list_audit(conn, query))
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +18,9 @@ from control_plane.store.factory import create_store
 from control_plane.store.migrations import MIGRATIONS
 from control_plane.store.postgres import PostgresStore, redact_dsn
 from control_plane.store.protocol import (
+    ApiKeyRecord,
+    AuditEntry,
+    AuditQuery,
     ConflictError,
     NotFoundError,
     OutboxEvent,
@@ -334,3 +338,87 @@ def _pings(store: RegistryStore) -> Callable[[], Any]:
         return True
 
     return check
+
+
+# -- API keys and audit --------------------------------------------------------------------
+
+
+def _key(ident: str, tenant: str | None = "acme", **extra: Any) -> ApiKeyRecord:
+    now = dt.datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=dt.UTC)
+    fields: dict[str, Any] = {
+        "id": ident,
+        "prefix": f"isk_{ident}",
+        "hash": "ab" * 32,
+        "name": f"key {ident}",
+        "role": "viewer",
+        "tenant": tenant,
+        "created_at": now,
+        **extra,
+    }
+    return ApiKeyRecord(**fields)
+
+
+async def test_api_keys_round_trip_list_and_revoke(store: RegistryStore) -> None:
+    expires = dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
+    await store.create_api_key(_key("k1", expires_at=expires))
+    await store.create_api_key(_key("k2", tenant="globex"))
+    await store.create_api_key(_key("k3", tenant="*"))
+    with pytest.raises(ConflictError):
+        await store.create_api_key(_key("k1"))
+
+    got = await store.get_api_key("k1")
+    assert got == _key("k1", expires_at=expires)
+    assert await store.get_api_key("nope") is None
+    assert [k.id for k in await store.list_api_keys()] == ["k1", "k2", "k3"]
+    assert [k.id for k in await store.list_api_keys("globex")] == ["k2"]
+
+    at = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
+    revoked = await store.revoke_api_key("k1", at)
+    assert revoked.revoked_at == at
+    again = await store.revoke_api_key("k1", at + dt.timedelta(days=1))
+    assert again.revoked_at == at, "the first revocation time is kept"
+    assert (await store.get_api_key("k1")) == revoked
+    with pytest.raises(NotFoundError):
+        await store.revoke_api_key("nope", at)
+
+
+async def test_audit_append_filter_and_page(store: RegistryStore) -> None:
+    base = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    written = []
+    for i in range(5):
+        entry = AuditEntry(
+            at=base + dt.timedelta(minutes=i),
+            principal="api_key:a" if i % 2 == 0 else "jwt:b",
+            tenant="acme" if i < 3 else "globex",
+            action="integration.create" if i != 4 else "integration.delete",
+            target=f"integration/x{i}",
+            before=None if i == 0 else {"n": i - 1, "nested": {"k": [1, 2]}},
+            after={"n": i},
+            request_id=f"req-{i}",
+        )
+        written.append(await store.append_audit(entry))
+    ids = [e.id for e in written]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+
+    everything = await store.list_audit(AuditQuery())
+    assert [e.id for e in everything] == ids[::-1], "newest first"
+    assert everything[-1] == written[0]
+    assert everything[0].before == {"n": 3, "nested": {"k": [1, 2]}}
+
+    def only(**kw: Any) -> AuditQuery:
+        return AuditQuery(**kw)
+
+    assert [e.target for e in await store.list_audit(only(tenant="globex"))] == [
+        "integration/x4",
+        "integration/x3",
+    ]
+    assert len(await store.list_audit(only(principal="jwt:b"))) == 2
+    assert len(await store.list_audit(only(action="integration.delete"))) == 1
+    assert len(await store.list_audit(only(target="integration/x2"))) == 1
+    window = await store.list_audit(
+        only(since=base + dt.timedelta(minutes=1), until=base + dt.timedelta(minutes=3))
+    )
+    assert [e.target for e in window] == ["integration/x2", "integration/x1"]
+    page = await store.list_audit(only(limit=2))
+    older = await store.list_audit(only(limit=2, before_id=page[-1].id))
+    assert [e.id for e in page + older] == ids[::-1][:4]
