@@ -214,7 +214,8 @@ class RegistryService:
             self._refuse_declared(item.id)
             port = await self._choose_port(item)
             stored_doc = to_document(item.replace(listen_port=port), with_meta=False)
-            event = self._event("integration.registered", item, correlation_id)
+            # The event carries the version the store is about to assign (creates start at 1).
+            event = self._event("integration.registered", item.replace(version=1), correlation_id)
             had_port = item.id in await self.store.port_assignments()
             # The port is claimed first (unique in the store), so two replicas racing for
             # the same port cannot both create; a failed create gives a new claim back.
@@ -244,7 +245,8 @@ class RegistryService:
                 raise NotFoundError(f"no integration {integration_id!r}")
             port = await self._choose_port(item)
             stored_doc = to_document(item.replace(listen_port=port), with_meta=False)
-            event = self._event("integration.updated", item, correlation_id)
+            updated = item.replace(version=expected_version + 1)
+            event = self._event("integration.updated", updated, correlation_id)
             await self.store.update(integration_id, stored_doc, expected_version, events=[event])
             await self.store.assign_port(integration_id, port)
             await self._rebuild()

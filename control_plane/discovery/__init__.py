@@ -1,0 +1,1 @@
+"""Service discovery: Consul registration and catalog-fed upstream endpoints."""
