@@ -4,7 +4,7 @@ PostgreSQL starts TLS inside its own protocol (SSLRequest), so Envoy cannot orig
 with a plain transport socket; the database credentials stay with the app's driver.
 """
 
-from adapters.base import AdapterSpec
+from adapters.base import AdapterSpec, CredentialSlot
 
 ADAPTER = AdapterSpec(
     kind="postgresql",
@@ -20,5 +20,7 @@ ADAPTER = AdapterSpec(
             "user": {"type": "string", "description": "user the probe connects as"},
         },
     },
+    # The app's own database password (end to end through tcp_proxy); the probe uses it.
+    credentials={"password": CredentialSlot("password the probe connects with, if any")},
     envoy_features=("tcp_proxy",),
 )

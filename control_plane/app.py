@@ -19,6 +19,7 @@ from aiohttp import web
 from control_plane.api import health, integrations, openapi, operations
 from control_plane.api.keys import (
     PIPELINE,
+    PROBER,
     PROBES,
     REGISTRY,
     SETTINGS,
@@ -30,6 +31,7 @@ from control_plane.api.metrics import install_metrics, metrics_middleware
 from control_plane.api.metrics import routes as metrics_routes
 from control_plane.api.middleware import correlation_middleware, errors_middleware
 from control_plane.observability.logging import configure_logging
+from control_plane.prober import Prober, ProbeSchedule, running_prober
 from control_plane.probes import ProbeBook
 from control_plane.registry.service import RegistryService
 from control_plane.settings import Settings
@@ -69,6 +71,12 @@ async def _xds_ctx(app: web.Application) -> AsyncIterator[None]:
     log.info("xDS server listening", extra={"host": settings.xds_host, "port": port})
     yield
     await server.stop(grace=1.0)
+
+
+async def _prober_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Periodic health checks of every enabled integration, through the sidecar."""
+    async with running_prober(app[PROBER], lambda: app[REGISTRY].view):
+        yield
 
 
 def _envoy_ctx(enabled: bool):  # type: ignore[no-untyped-def]
@@ -139,6 +147,13 @@ def create_app(
         port_range=settings.listen_port_range,
     )
     app[PROBES] = ProbeBook()
+    env = os.environ if environ is None else environ
+    app[PROBER] = Prober(
+        app[PROBES],
+        environ=env,
+        schedule=ProbeSchedule.from_environ(env),
+        admin=lambda: app[SIDECAR].admin(timeout=2.0),
+    )
     app[XDS_CACHE] = SnapshotCache()
     app[PIPELINE] = ConfigPipeline(
         app[XDS_CACHE],
@@ -154,6 +169,7 @@ def create_app(
     app.cleanup_ctx.append(_registry_ctx)
     app.cleanup_ctx.append(_xds_ctx)
     app.cleanup_ctx.append(_envoy_ctx(with_envoy))
+    app.cleanup_ctx.append(_prober_ctx)
     app.add_routes(health.routes)
     app.add_routes(integrations.routes)
     app.add_routes(operations.routes)

@@ -55,3 +55,22 @@ async def postgres_database(postgres_dsn: str) -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+# -- Redis ---------------------------------------------------------------------------------
+# ``redis_url`` (session): a real redis-server (Debian package) without persistence, started
+# once on a free loopback port, or the one named by TEST_REDIS_URL.
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    from tests.support.redis import RedisUnavailable, running_redis
+
+    if url := os.environ.get("TEST_REDIS_URL"):
+        yield url
+        return
+    try:
+        with running_redis() as port:
+            yield f"redis://127.0.0.1:{port}/0"
+    except RedisUnavailable as exc:
+        pytest.skip(f"Redis not available: {exc} (or set TEST_REDIS_URL)")

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from control_plane.api.integrations import integration_body
-from control_plane.api.keys import PIPELINE, PROBES, REGISTRY, SIDECAR, XDS_CACHE
+from control_plane.api.keys import PIPELINE, PROBER, PROBES, REGISTRY, SIDECAR, XDS_CACHE
 from control_plane.api.problems import problem_response
 from control_plane.registry.model import Integration
 from control_plane.sidecar.accesslog import CacheLedger
@@ -158,11 +158,15 @@ async def integration_health(request: web.Request) -> web.Response:
 
 @routes.post("/integrations/{integration_id}/test")
 async def test_integration(request: web.Request) -> web.Response:
+    """Run the kind's probe once through the sidecar port; the result also feeds /health."""
     item = _item(request)
-    return problem_response(
-        501,
-        f"probes are not implemented yet: the {item.kind!r} adapter has no probe through the "
-        "sidecar (tracked by the adapters issue); /integrations/{id}/health shows Envoy's view",
+    if not item.enabled:
+        return problem_response(
+            409, f"integration {item.id!r} is disabled: the sidecar has no listener to probe"
+        )
+    check = await request.app[PROBER].check(item, "manual")
+    return web.json_response(
+        {"id": item.id, "kind": item.kind, "state": check.state, **check.result.as_dict()}
     )
 
 

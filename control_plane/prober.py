@@ -1,0 +1,294 @@
+"""Run probes: once on demand (``POST /integrations/{id}/test``) and periodically per
+enabled integration, with Envoy-style healthy/unhealthy thresholds.
+
+Every result is bounded by ``timeout_s``, scrubbed of credential values, recorded in the
+:class:`ProbeBook` with the threshold state, and handed to ``prober.callbacks`` (the
+``integration.health_check`` event and the metrics subscribe there). A failure at the
+``connect`` step is refined with Envoy's own counters for the cluster: the client of a
+``tcp_proxy`` (or of a bodiless HEAD) only sees a closed connection or a 503, while Envoy
+counts why (``cluster.<id>.ssl.fail_verify_san`` and friends).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+import logging
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from adapters.probes import Probe, ProbeContext, probe_for
+from control_plane.credentials import resolve_credentials
+from control_plane.observability.logging import scrub
+from control_plane.probes import HealthState, ProbeBook, ProbeResult
+from control_plane.registry.model import CredentialRef, Integration
+from control_plane.registry.problems import Problem, RegistryError
+from control_plane.registry.service import RegistryView
+from control_plane.sidecar.admin import EnvoyAdmin, EnvoyAdminError
+
+__all__ = [
+    "PROBE_ENV_NAMES",
+    "HealthCallback",
+    "HealthCheck",
+    "ProbeSchedule",
+    "Prober",
+    "running_prober",
+]
+
+log = logging.getLogger(__name__)
+
+Trigger = Literal["scheduled", "manual"]
+# How often the background loop compares its tasks with the registry.
+RECONCILE_S = 1.0
+# Envoy counters that say why an upstream connection failed (cluster.<id>.<name>).
+_TLS_COUNTERS = {
+    "ssl.fail_verify_san": "the upstream certificate does not name the host (SAN mismatch)",
+    "ssl.fail_verify_error": "the upstream certificate did not verify against the CA",
+    "ssl.fail_verify_no_cert": "the upstream presented no certificate",
+    "ssl.connection_error": "the TLS handshake with the upstream failed",
+}
+_CONNECT_COUNTERS = ("upstream_cx_connect_fail", "upstream_cx_connect_timeout")
+
+
+# ProbeSchedule field -> environment variable.
+PROBE_ENV_NAMES: Mapping[str, str] = {
+    "enabled": "INTEGRATION_SERVICE_PROBE_ENABLED",
+    "interval_s": "INTEGRATION_SERVICE_PROBE_INTERVAL",
+    "timeout_s": "INTEGRATION_SERVICE_PROBE_TIMEOUT",
+    "healthy_threshold": "INTEGRATION_SERVICE_PROBE_HEALTHY_THRESHOLD",
+    "unhealthy_threshold": "INTEGRATION_SERVICE_PROBE_UNHEALTHY_THRESHOLD",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSchedule:
+    """Health-check knobs (``INTEGRATION_SERVICE_PROBE_*``); Envoy's semantics: the state
+    turns healthy after ``healthy_threshold`` passes in a row and unhealthy after
+    ``unhealthy_threshold`` failures in a row."""
+
+    enabled: bool = True
+    interval_s: float = 30.0
+    timeout_s: float = 10.0
+    healthy_threshold: int = 1
+    unhealthy_threshold: int = 2
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> ProbeSchedule:
+        values: dict[str, object] = {}
+        for name, env in PROBE_ENV_NAMES.items():
+            raw = environ.get(env, "").strip()
+            if not raw:
+                continue
+            try:
+                if name == "enabled":
+                    if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                        raise ValueError
+                    values[name] = raw.lower() in ("1", "true", "yes", "on")
+                    continue
+                number = float(raw) if name.endswith("_s") else int(raw)
+                if number <= 0:
+                    raise ValueError
+                values[name] = number
+            except ValueError:
+                raise RegistryError(
+                    [Problem(f"/{env}", f"invalid value {raw!r} for {env}", "a positive number")],
+                    "invalid settings",
+                ) from None
+        return cls(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    """One probe outcome with the threshold state before and after it."""
+
+    integration: Integration
+    result: ProbeResult
+    state: HealthState
+    previous: HealthState
+    trigger: Trigger
+
+    @property
+    def changed(self) -> bool:
+        return self.state != self.previous
+
+
+HealthCallback = Callable[[HealthCheck], Awaitable[None] | None]
+AdminFactory = Callable[[], EnvoyAdmin]
+
+
+@dataclass(slots=True)
+class _Streak:
+    passes: int = 0
+    failures: int = 0
+
+
+class Prober:
+    def __init__(
+        self,
+        book: ProbeBook,
+        *,
+        environ: Mapping[str, str],
+        schedule: ProbeSchedule | None = None,
+        sidecar_host: str = "127.0.0.1",
+        admin: AdminFactory | None = None,
+        probes: Callable[[str], Probe] = probe_for,
+    ) -> None:
+        self.book = book
+        self.environ = environ
+        self.schedule = schedule or ProbeSchedule()
+        self.sidecar_host = sidecar_host
+        self.callbacks: list[HealthCallback] = []
+        self._admin = admin
+        self._probes = probes
+        self._streaks: dict[str, _Streak] = {}
+
+    # -- one probe -----------------------------------------------------------------------
+    def _resolver(self, item: Integration) -> Callable[[CredentialRef], str | None]:
+        resolved = resolve_credentials([item], self.environ).values
+        return lambda ref: resolved.get(ref.ref)
+
+    async def _envoy_counters(self, item: Integration) -> dict[str, float] | None:
+        if self._admin is None:
+            return None
+        prefix = f"cluster.{item.id}."
+        try:
+            async with self._admin() as admin:
+                stats = await admin.stats()
+        except (TimeoutError, EnvoyAdminError, OSError):
+            return None
+        names = (*_TLS_COUNTERS, *_CONNECT_COUNTERS)
+        return {n: float(stats.get(prefix + n, 0)) for n in names}
+
+    async def _explain(
+        self, item: Integration, result: ProbeResult, before: dict[str, float] | None
+    ) -> ProbeResult:
+        """Name the TLS step when Envoy counted a failed upstream handshake meanwhile."""
+        if result.ok or result.step != "connect" or before is None:
+            return result
+        after = await self._envoy_counters(item)
+        if after is None:
+            return result
+        for name, meaning in _TLS_COUNTERS.items():
+            if (delta := after[name] - before[name]) > 0:
+                detail = f"{meaning} (Envoy cluster.{item.id}.{name} +{delta:g}); {result.detail}"
+                return dataclasses.replace(result, step="tls", detail=detail)
+        for name in _CONNECT_COUNTERS:
+            if (delta := after[name] - before[name]) > 0:
+                detail = f"{result.detail}; Envoy counted cluster.{item.id}.{name} +{delta:g}"
+                return dataclasses.replace(result, detail=detail)
+        return result
+
+    async def probe(self, item: Integration) -> ProbeResult:
+        """Run the probe of ``item`` once (no recording)."""
+        timeout = self.schedule.timeout_s
+        if not item.enabled:
+            return ProbeResult(False, 0.0, "config", "disabled: the sidecar has no listener")
+        if item.listen_port is None:
+            return ProbeResult(False, 0.0, "config", "no listen_port assigned yet")
+        try:
+            probe = self._probes(item.kind)
+        except KeyError:
+            return ProbeResult(False, 0.0, "config", f"kind {item.kind!r} has no probe")
+        ctx = ProbeContext(
+            item, host=self.sidecar_host, timeout=timeout, resolve=self._resolver(item)
+        )
+        before = await self._envoy_counters(item)
+        try:
+            async with asyncio.timeout(timeout):
+                result = await probe(ctx)
+        except TimeoutError:
+            result = ctx.fail(f"no answer within {timeout:g}s")
+        except Exception as exc:  # a probe bug or an unmapped library error: report, not raise
+            log.debug("probe raised", exc_info=True, extra={"integration": item.id})
+            result = ctx.fail(f"{type(exc).__name__}: {exc}")
+        result = await self._explain(item, result, before)
+        return dataclasses.replace(result, detail=scrub(result.detail))
+
+    def _next_state(self, item: Integration, ok: bool) -> tuple[HealthState, HealthState]:
+        previous = self.book.state_of(item.id)
+        streak = self._streaks.setdefault(item.id, _Streak())
+        if ok:
+            streak.passes, streak.failures = streak.passes + 1, 0
+            if streak.passes >= self.schedule.healthy_threshold:
+                return previous, "healthy"
+        else:
+            streak.passes, streak.failures = 0, streak.failures + 1
+            if streak.failures >= self.schedule.unhealthy_threshold:
+                return previous, "unhealthy"
+        return previous, previous
+
+    async def check(self, item: Integration, trigger: Trigger = "manual") -> HealthCheck:
+        """Probe, record with the threshold state, and notify the callbacks."""
+        result = await self.probe(item)
+        previous, state = self._next_state(item, result.ok)
+        self.book.record(item.id, result, state)
+        check = HealthCheck(item, result, state, previous, trigger)
+        if check.changed:
+            log.log(
+                logging.INFO if state == "healthy" else logging.WARNING,
+                "integration health changed",
+                extra={"integration": item.id, "from": previous, "to": state, "step": result.step},
+            )
+        for callback in list(self.callbacks):
+            try:
+                outcome = callback(check)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except Exception:
+                log.exception("health-check callback failed", extra={"integration": item.id})
+        return check
+
+    # -- periodic ------------------------------------------------------------------------
+    def _first_delay(self, item: Integration) -> float:
+        """Spread the first probes over up to 2 s, the same offset for the same id."""
+        return (zlib.crc32(item.id.encode()) % 1000) / 1000 * min(self.schedule.interval_s, 2.0)
+
+    async def _every_interval(self, item: Integration) -> None:
+        await asyncio.sleep(self._first_delay(item))
+        while True:
+            await self.check(item, "scheduled")
+            await asyncio.sleep(self.schedule.interval_s)
+
+    async def run(self, view: Callable[[], RegistryView]) -> None:
+        """Keep one health-check task per enabled integration until cancelled."""
+        tasks: dict[str, tuple[Integration, asyncio.Task[None]]] = {}
+        try:
+            while True:
+                wanted = {i.id: i for i in view().enabled() if i.listen_port is not None}
+                for ident, (item, task) in list(tasks.items()):
+                    if wanted.get(ident) != item:  # removed, disabled or changed
+                        task.cancel()
+                        del tasks[ident]
+                        self._streaks.pop(ident, None)
+                        if ident not in wanted:
+                            self.book.forget(ident)
+                for ident, item in wanted.items():
+                    if ident not in tasks:
+                        task = asyncio.create_task(
+                            self._every_interval(item), name=f"health-check-{ident}"
+                        )
+                        tasks[ident] = (item, task)
+                await asyncio.sleep(RECONCILE_S)
+        finally:
+            for _, task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*(t for _, t in tasks.values()), return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def running_prober(prober: Prober, view: Callable[[], RegistryView]) -> AsyncIterator[None]:
+    """The periodic loop as a context (for ``cleanup_ctx``); nothing when disabled."""
+    if not prober.schedule.enabled:
+        yield
+        return
+    task = asyncio.create_task(prober.run(view), name="health-checks")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
