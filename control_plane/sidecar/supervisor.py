@@ -1,4 +1,4 @@
-"""Run Envoy as a supervised child process.
+"""Run Envoy as a supervised child process, and adopt it again after a control-plane crash.
 
 :class:`EnvoySupervisor` writes the rendered bootstrap into a data directory, starts Envoy,
 learns the admin address Envoy actually bound (admin port 0 is allowed), restarts Envoy with
@@ -10,22 +10,58 @@ Files in the data directory:
 - ``bootstrap.yaml``  -- the config Envoy runs with;
 - ``envoy.log``       -- Envoy's stdout and stderr, appended across restarts;
 - ``admin-address``   -- written by Envoy (``--admin-address-path``), e.g. ``127.0.0.1:41477``;
-- ``base-id``         -- written by Envoy (``--base-id-path``), the hot-restart base id it chose.
+- ``envoy.pid``       -- written by the supervisor at each spawn, three lines: the pid, the
+  process start time (``/proc/<pid>/stat`` field 22, clock ticks since boot, so that a
+  recycled pid is not mistaken for our Envoy) and the SHA-256 of the bootstrap text;
+- ``envoy.lock``      -- ``flock``-ed by the running supervisor: two supervisors on one data
+  directory would fight over one Envoy, so the second :meth:`~EnvoySupervisor.start` fails.
+  The kernel releases the lock when the supervisor's process dies, even by SIGKILL.
 
 Envoy runs in its own session (process group), so a Ctrl-C aimed at the control plane does
 not kill Envoy behind the supervisor's back; the supervisor's :meth:`~EnvoySupervisor.stop`
-decides how Envoy ends.
+decides how Envoy ends. Envoy also runs with hot restart disabled: with hot restart on, Envoy
+calls ``prctl(PR_SET_PDEATHSIG, SIGTERM)`` at startup (``HotRestartImpl``; measured with
+Envoy 1.40) and so dies with its parent, the control plane. The supervisor never hot-restarts
+(a restart is a fresh process), so it only loses that, plus the shared memory segment and
+abstract sockets hot restart would create.
+
+When the control plane dies without :meth:`~EnvoySupervisor.stop` (SIGKILL, OOM kill, crash)
+Envoy keeps serving its last good config, and the next :meth:`~EnvoySupervisor.start` on the
+same data directory **adopts** it instead of starting a second Envoy (which could not bind the
+same admin and listener ports anyway):
+
+- the pid file must name a live process (not a zombie) with the recorded start time whose
+  command line carries our ``--config-path`` and ``--admin-address-path``; anything else is
+  a stale pid file and is ignored (a stranger's process is never signalled);
+- if that Envoy runs a different bootstrap (hash in the pid file) or a different command
+  line (another binary, concurrency, log level...), or its admin API does not answer within
+  ``startup_timeout``, it is replaced: SIGTERM, SIGKILL after ``terminate_timeout``, then a
+  fresh spawn;
+- otherwise it is adopted (:attr:`~EnvoySupervisor.adopted` is True): not our child, so the
+  supervisor polls its liveness every 0.5 s, respawns it when it dies (``restarts`` and
+  ``on_restart`` as for a child), and :meth:`~EnvoySupervisor.stop` stops it like a child.
+
+The bootstrap embeds the xDS server's address and port, so adoption only happens when the
+control plane listens on a **fixed xDS port** (``INTEGRATION_SERVICE_XDS_PORT``, 18000 by
+default): with port 0 every run renders a different bootstrap and the old Envoy is replaced.
+A fixed admin port is not needed: the admin address is read from ``admin-address``.
+Adoption needs Linux ``/proc``; elsewhere the supervisor always spawns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import hashlib
 import inspect
+import itertools
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -43,6 +79,10 @@ RestartHook = Callable[["EnvoySupervisor"], Awaitable[None] | None]
 LOG_LEVELS = frozenset({"trace", "debug", "info", "warning", "warn", "error", "critical", "off"})
 
 _POLL_S = 0.05
+#: Liveness poll of an adopted Envoy: not our child, so there is no exit status to wait on.
+_ADOPTED_POLL_S = 0.5
+#: How long to wait for an adopted Envoy to vanish after SIGKILL.
+_KILL_WAIT_S = 5.0
 
 
 class EnvoyStartError(RuntimeError):
@@ -58,8 +98,76 @@ def _parse_admin_address(text: str) -> str | None:
     return f"http://{address}"
 
 
+def _bootstrap_hash(bootstrap: str) -> str:
+    return hashlib.sha256(bootstrap.encode("utf-8")).hexdigest()
+
+
+# -- /proc (Linux) -------------------------------------------------------------------------
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """``(state, start_time)`` of *pid* from ``/proc/<pid>/stat`` (fields 3 and 22)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+        # Field 2 is "(comm)" and comm may contain spaces and parentheses: split after it.
+        fields = text[text.rindex(")") + 2 :].split()
+        return fields[0], int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _process_start_time(pid: int) -> int | None:
+    stat = _proc_stat(pid)
+    return None if stat is None else stat[1]
+
+
+def _is_alive(pid: int, start_time: int) -> bool:
+    """True while *pid* is the very process that started at *start_time*, and not a zombie.
+
+    ``os.kill(pid, 0)`` alone is not enough: a dead Envoy whose new parent (init) does not
+    reap it stays a zombie and still accepts signal 0, and a pid may be reused.
+    """
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False  # gone, or another user's process: not our Envoy either way
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] not in {"Z", "X", "x"} and stat[1] == start_time
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [arg.decode("utf-8", "surrogateescape") for arg in raw.split(b"\0")[:-1]]
+
+
+def _has_option(argv: Sequence[str], option: str, value: str) -> bool:
+    return any(a == option and b == value for a, b in itertools.pairwise(argv))
+
+
+@dataclass(frozen=True, slots=True)
+class _PidRecord:
+    """One line each in ``envoy.pid``: pid, start time, bootstrap SHA-256."""
+
+    pid: int
+    start_time: int
+    bootstrap_sha256: str
+
+    def dumps(self) -> str:
+        return f"{self.pid}\n{self.start_time}\n{self.bootstrap_sha256}\n"
+
+    @classmethod
+    def loads(cls, text: str) -> _PidRecord | None:
+        lines = text.split()
+        if len(lines) != 3 or not lines[0].isdigit() or not lines[1].isdigit():
+            return None
+        return cls(int(lines[0]), int(lines[1]), lines[2])
+
+
 class EnvoySupervisor:
-    """Start, watch, restart and stop one Envoy process.
+    """Start (or adopt), watch, restart and stop one Envoy process.
 
     ``bootstrap`` is the YAML text (see :func:`control_plane.sidecar.bootstrap.render_bootstrap`).
     Append callables to :attr:`on_restart` to re-apply state after Envoy restarted (e.g. to
@@ -92,7 +200,9 @@ class EnvoySupervisor:
             # Envoy's hot-restart sequence assumes the parent outlives the drain period.
             raise ValueError("need 0 <= drain_time_s < parent_shutdown_time_s")
         self.bootstrap = bootstrap
-        self.data_dir = Path(data_dir)
+        # Absolute: Envoy's command line must not depend on the cwd of the run that spawned
+        # it, or a restarted control plane would not recognise its Envoy (see adoption).
+        self.data_dir = Path(data_dir).absolute()
         self.envoy_bin = envoy_bin
         self.concurrency = concurrency
         self.log_level = log_level
@@ -109,10 +219,12 @@ class EnvoySupervisor:
         #: Times Envoy was respawned after an unexpected exit (attempts, as Kubernetes counts).
         self.restarts = 0
         self._process: asyncio.subprocess.Process | None = None
+        self._adopted: _PidRecord | None = None
         self._admin_url: str | None = None
         self._started_at = 0.0
         self._watch_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._lock: IO[bytes] | None = None
 
     # -- files ------------------------------------------------------------------------
 
@@ -129,19 +241,38 @@ class EnvoySupervisor:
         return self.data_dir / "admin-address"
 
     @property
-    def base_id_path(self) -> Path:
-        return self.data_dir / "base-id"
+    def pid_path(self) -> Path:
+        return self.data_dir / "envoy.pid"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.data_dir / "envoy.lock"
 
     # -- state ------------------------------------------------------------------------
 
     @property
     def running(self) -> bool:
         """True while an Envoy process is alive (it may still be initialising)."""
+        if self._adopted is not None:
+            return _is_alive(self._adopted.pid, self._adopted.start_time)
         return self._process is not None and self._process.returncode is None
 
     @property
+    def adopted(self) -> bool:
+        """True while the current Envoy is one a previous run left behind, not our child.
+
+        Set by :meth:`start`; False again once that Envoy died and was respawned, or after
+        :meth:`stop`.
+        """
+        return self._adopted is not None
+
+    @property
     def pid(self) -> int | None:
-        return self._process.pid if self.running and self._process is not None else None
+        if not self.running:
+            return None
+        if self._adopted is not None:
+            return self._adopted.pid
+        return None if self._process is None else self._process.pid
 
     @property
     def admin_url(self) -> str | None:
@@ -164,11 +295,9 @@ class EnvoySupervisor:
             # the bound address here; that is how we find it.
             "--admin-address-path",
             str(self.admin_address_path),
-            # Hot restart uses shared memory and abstract sockets keyed by the base id; a
-            # fixed id (default 0) would make a second Envoy on the host fail to start.
-            "--use-dynamic-base-id",
-            "--base-id-path",
-            str(self.base_id_path),
+            # Hot restart would make Envoy die with the control plane (PR_SET_PDEATHSIG), and
+            # leave a /dev/shm segment and abstract sockets keyed by a host-wide base id.
+            "--disable-hot-restart",
             "--concurrency",
             str(self.concurrency),
             "--log-level",
@@ -196,14 +325,20 @@ class EnvoySupervisor:
         await self.stop()
 
     async def start(self) -> None:
-        """Write the bootstrap, start Envoy and wait until its admin API answers."""
+        """Write the bootstrap, adopt or start Envoy, and wait until its admin API answers."""
         if self.running or self._watch_task is not None:
             raise RuntimeError("Envoy supervisor already started")
         self._stopping = False
         if self.envoy_bin is None:
             self.envoy_bin = find_envoy_binary()
-        await asyncio.to_thread(self._write_bootstrap)
-        await self._spawn()
+        await asyncio.to_thread(self._acquire_lock)
+        try:
+            await asyncio.to_thread(self._write_bootstrap)
+            if not await self._adopt_previous():
+                await self._spawn()
+        except BaseException:
+            self._release_lock()
+            raise
         self._watch_task = asyncio.create_task(self._watch(), name="envoy-supervisor")
         self._watch_task.add_done_callback(self._watch_done)
 
@@ -224,29 +359,75 @@ class EnvoySupervisor:
             await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
-        """Drain listeners gracefully, SIGTERM, and SIGKILL after ``terminate_timeout``."""
+        """Drain listeners gracefully, SIGTERM, and SIGKILL after ``terminate_timeout``.
+
+        An adopted Envoy is stopped the same way.
+        """
         self._stopping = True
         task, self._watch_task = self._watch_task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        process = self._process
-        if process is not None and process.returncode is None:
-            try:
-                await self._drain()
-                await self._terminate(process)
-            finally:
-                # Whatever happened above (even cancellation), leave no process behind.
-                await self._kill(process)
-        self._admin_url = None
-        await asyncio.to_thread(self._remove_shared_memory)
+        try:
+            process, record = self._process, self._adopted
+            if process is not None and process.returncode is None:
+                try:
+                    await self._drain()
+                    await self._terminate(process)
+                finally:
+                    # Whatever happened above (even cancellation), leave no process behind.
+                    await self._kill(process)
+            elif record is not None and _is_alive(record.pid, record.start_time):
+                try:
+                    await self._drain()
+                finally:
+                    await self._terminate_adopted(record)
+            self._admin_url = None
+            self._adopted = None
+            await asyncio.to_thread(self._forget_process)
+        finally:
+            self._release_lock()
 
     # -- internals --------------------------------------------------------------------
+
+    def _acquire_lock(self) -> None:
+        if self._lock is not None:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        lock = self.lock_path.open("ab")
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise RuntimeError(f"another Envoy supervisor is running on {self.data_dir}") from None
+        except BaseException:
+            lock.close()
+            raise
+        self._lock = lock
+
+    def _release_lock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.close()  # closing the only descriptor releases the flock
 
     def _write_bootstrap(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.bootstrap_path.write_text(self.bootstrap, encoding="utf-8")
+
+    def _write_pid_file(self, pid: int) -> None:
+        """Record the Envoy just spawned; skipped when it already exited (nothing to adopt)."""
+        start_time = _process_start_time(pid)
+        if start_time is None:
+            return
+        record = _PidRecord(pid, start_time, _bootstrap_hash(self.bootstrap))
+        tmp = self.pid_path.with_name(self.pid_path.name + ".tmp")
+        tmp.write_text(record.dumps(), encoding="utf-8")
+        tmp.replace(self.pid_path)  # atomic: a crash never leaves half a pid file
+
+    def _forget_process(self) -> None:
+        """After Envoy has exited: its pid file must not name a pid the kernel may reuse."""
+        self.pid_path.unlink(missing_ok=True)
 
     def _open_log(self) -> IO[bytes]:
         return self.log_path.open("ab")
@@ -261,27 +442,69 @@ class EnvoySupervisor:
         text = self._read_text(self.log_path) or ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def _remove_shared_memory(self) -> None:
-        """Remove the hot-restart shared memory segment of the exited Envoy.
+    def _inspect_previous(self) -> tuple[_PidRecord, str | None] | None:
+        """The live Envoy a previous run left on this data dir, with why not to adopt it.
 
-        Measured with Envoy 1.40: the segment ``/dev/shm/envoy_shared_memory_<base_id*10>``
-        stays behind after SIGTERM as well as SIGKILL. The base id was chosen dynamically for
-        this process only, so once it has exited the segment is ours to delete.
+        None when there is none: no or unreadable pid file, dead process, or a process that
+        is not our Envoy (pid and start time coincide after a reboot, say) -- never touched.
         """
-        text = self._read_text(self.base_id_path)
-        if text is None or not text.strip().isdigit() or not sys.platform.startswith("linux"):
-            return
-        # POSIX shared memory objects are files under /dev/shm on Linux; we only delete.
-        segment = Path("/dev/shm") / f"envoy_shared_memory_{int(text.strip()) * 10}"  # noqa: S108
-        with contextlib.suppress(OSError):
-            segment.unlink(missing_ok=True)
+        text = self._read_text(self.pid_path)
+        record = None if text is None else _PidRecord.loads(text)
+        if record is None or not _is_alive(record.pid, record.start_time):
+            self.pid_path.unlink(missing_ok=True)
+            return None
+        argv = _cmdline(record.pid)
+        if (
+            argv is None
+            or not _has_option(argv, "--config-path", str(self.bootstrap_path))
+            or not _has_option(argv, "--admin-address-path", str(self.admin_address_path))
+        ):
+            self.pid_path.unlink(missing_ok=True)
+            return None
+        assert self.envoy_bin is not None
+        if record.bootstrap_sha256 != _bootstrap_hash(self.bootstrap):
+            return record, "bootstrap changed"
+        if argv != self.command(self.envoy_bin):
+            return record, "command line changed"
+        return record, None
+
+    async def _adopt_previous(self) -> bool:
+        """Adopt the Envoy of a previous run (True), or replace it / find none (False)."""
+        if not sys.platform.startswith("linux"):
+            return False
+        found = await asyncio.to_thread(self._inspect_previous)
+        if found is None:
+            return False
+        record, reason = found
+        if reason is None:
+
+            def exited() -> str | None:
+                return None if _is_alive(record.pid, record.start_time) else "exited"
+
+            try:
+                url = await self._await_admin(exited)
+            except EnvoyStartError as exc:
+                reason = f"admin API not answering: {exc}"
+            else:
+                self._adopted, self._process, self._admin_url = record, None, url
+                self._started_at = asyncio.get_running_loop().time()
+                logger.info(
+                    "envoy adopted from a previous run", extra={"pid": record.pid, "admin": url}
+                )
+                return True
+        logger.warning(
+            "replacing the envoy of a previous run", extra={"pid": record.pid, "reason": reason}
+        )
+        await self._terminate_adopted(record)
+        await asyncio.to_thread(self._forget_process)
+        return False
 
     async def _spawn(self) -> None:
         """Start one Envoy process and wait for its admin API; kill it on any failure."""
         assert self.envoy_bin is not None
         self._admin_url = None
-        for stale in (self.admin_address_path, self.base_id_path):
-            stale.unlink(missing_ok=True)
+        self._adopted = None
+        self.admin_address_path.unlink(missing_ok=True)
         log = await asyncio.to_thread(self._open_log)
         try:
             process = await asyncio.create_subprocess_exec(
@@ -296,21 +519,27 @@ class EnvoySupervisor:
         self._process = process
         self._started_at = asyncio.get_running_loop().time()
         logger.info("envoy started", extra={"pid": process.pid, "log": str(self.log_path)})
+
+        def exited() -> str | None:
+            return None if process.returncode is None else f"exited with {process.returncode}"
+
         try:
-            self._admin_url = await self._await_admin(process)
+            # First thing: should the control plane die now, the next run finds this Envoy.
+            await asyncio.to_thread(self._write_pid_file, process.pid)
+            self._admin_url = await self._await_admin(exited)
         except BaseException:
             await self._kill(process)
             raise
 
-    async def _await_admin(self, process: asyncio.subprocess.Process) -> str:
+    async def _await_admin(self, exited: Callable[[], str | None]) -> str:
+        """The admin URL once it answers; *exited* says why Envoy is gone (None: alive)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.startup_timeout
         url: str | None = None
         while loop.time() < deadline:
-            if process.returncode is not None:
-                raise EnvoyStartError(
-                    f"Envoy exited with {process.returncode} while starting:\n{self._log_tail()}"
-                )
+            why = exited()
+            if why is not None:
+                raise EnvoyStartError(f"Envoy {why} while starting:\n{self._log_tail()}")
             if url is None:
                 text = await asyncio.to_thread(self._read_text, self.admin_address_path)
                 url = None if text is None else _parse_admin_address(text)
@@ -324,17 +553,36 @@ class EnvoySupervisor:
             f"Envoy admin API not up after {self.startup_timeout}s:\n{self._log_tail()}"
         )
 
+    async def _wait_gone(
+        self, record: _PidRecord, *, interval: float, within_s: float | None = None
+    ) -> bool:
+        """Poll until the adopted process is gone (True) or *within_s* passed (False)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if within_s is None else loop.time() + within_s
+        while _is_alive(record.pid, record.start_time):
+            if deadline is not None and loop.time() >= deadline:
+                return False
+            await asyncio.sleep(interval)
+        return True
+
     async def _watch(self) -> None:
         """Restart Envoy whenever it exits while the supervisor is not stopping."""
         failures = 0
         while True:
-            process = self._process
-            assert process is not None
-            returncode = await process.wait()
+            returncode: int | None
+            if self._adopted is not None:
+                pid = self._adopted.pid
+                await self._wait_gone(self._adopted, interval=_ADOPTED_POLL_S)
+                returncode = None  # not our child: its exit status went to its new parent
+            else:
+                process = self._process
+                assert process is not None
+                pid = process.pid
+                returncode = await process.wait()
             if self._stopping:
                 return
             self._admin_url = None
-            await asyncio.to_thread(self._remove_shared_memory)
+            await asyncio.to_thread(self._forget_process)
             ran_for = asyncio.get_running_loop().time() - self._started_at
             if ran_for >= self.stable_after_s:
                 failures = 0  # it had been healthy for a while: restart promptly
@@ -342,7 +590,7 @@ class EnvoySupervisor:
             failures += 1
             logger.warning(
                 "envoy exited unexpectedly; restarting",
-                extra={"returncode": returncode, "pid": process.pid, "delay_s": delay},
+                extra={"returncode": returncode, "pid": pid, "delay_s": delay},
             )
             await asyncio.sleep(delay)
             self.restarts += 1
@@ -400,3 +648,22 @@ class EnvoySupervisor:
                 process.kill()
             # Shielded: reaping must finish even when the caller is being cancelled.
             await asyncio.shield(process.wait())
+
+    def _signal_adopted(self, record: _PidRecord, signum: signal.Signals) -> None:
+        # Identity re-checked right before each signal: never signal a recycled pid.
+        if _is_alive(record.pid, record.start_time):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(record.pid, signum)
+
+    async def _terminate_adopted(self, record: _PidRecord) -> None:
+        """SIGTERM the adopted Envoy, SIGKILL after ``terminate_timeout``, wait until gone."""
+        try:
+            self._signal_adopted(record, signal.SIGTERM)
+            if await self._wait_gone(record, interval=_POLL_S, within_s=self.terminate_timeout):
+                return
+            logger.warning("envoy ignored SIGTERM; sending SIGKILL", extra={"pid": record.pid})
+        finally:
+            # Also on cancellation: leave no process behind.
+            self._signal_adopted(record, signal.SIGKILL)
+        if not await self._wait_gone(record, interval=_POLL_S, within_s=_KILL_WAIT_S):
+            logger.error("envoy survived SIGKILL", extra={"pid": record.pid})
