@@ -92,3 +92,32 @@ async def test_embedded_envoy_listeners_reload_and_graceful_stop(tmp_path: Path)
         # Gone, or a zombie nobody reaps (this sandbox's PID 1 does not reap orphans).
         assert not status.exists() or "zombie" in status.read_text(), "Envoy stopped"
         assert os.path.exists(tmp_path / "data" / "registry.sqlite3")
+
+
+async def test_embedded_sigkill_envoy_keeps_serving_and_is_adopted(tmp_path: Path) -> None:
+    ports = {"orders": free_port(), "billing": free_port()}
+    async with running_upstream() as upstream:
+        service = ServiceProcess(tmp_path, _yaml(upstream.url, ports), embedded=True)
+        service.start()
+        try:
+            ready = await service.wait_ready()
+            version = ready["checks"]["config"]["version"]
+            pid_file = tmp_path / "data" / "envoy" / "envoy.pid"
+            envoy_pid = int(pid_file.read_text().split()[0])
+            service.kill()
+            failed = 0
+            async with aiohttp.ClientSession() as session:
+                for _ in range(20):
+                    async with session.get(f"http://127.0.0.1:{ports['orders']}/") as response:
+                        failed += response.status != 200
+                service.start()
+                ready = await service.wait_ready()
+                assert ready["checks"]["config"]["version"] == version
+                assert int(pid_file.read_text().split()[0]) == envoy_pid, "adopted, not respawned"
+                for _ in range(20):
+                    async with session.get(f"http://127.0.0.1:{ports['billing']}/") as response:
+                        failed += response.status != 200
+            assert failed == 0
+            assert "adopted" in service.log()
+        finally:
+            assert service.stop() == 0
