@@ -19,7 +19,10 @@ from tests.support.envoy import running_envoy
 from tests.support.ports import free_port
 from tests.support.service import ServiceProcess
 
-__all__ = ["ProbeStack", "probe_stack"]
+__all__ = ["ADMIN_KEY", "ProbeStack", "probe_stack"]
+
+# The management API's admin key for these stacks (ignored where the API has no auth).
+ADMIN_KEY = "probe-e2e-admin-key-0123456789abcdefghijklmnop"
 
 
 @dataclass
@@ -57,7 +60,12 @@ async def probe_stack(
         service = ServiceProcess(
             workdir / "cp",
             registry_yaml,
-            env={"INTEGRATION_SERVICE_PROBE_ENABLED": "false", **(env or {})},
+            env={
+                "INTEGRATION_SERVICE_PROBE_ENABLED": "false",
+                "INTEGRATION_SERVICE_ADMIN_KEY": "env:E2E_ADMIN_KEY",
+                "E2E_ADMIN_KEY": ADMIN_KEY,
+                **(env or {}),
+            },
             xds_port=xds_port,
             envoy_admin_port=int(envoy.admin_url.rsplit(":", 1)[1]),
         )
@@ -65,7 +73,8 @@ async def probe_stack(
         try:
             await service.wait_ready()
             timeout = aiohttp.ClientTimeout(total=30)
-            async with aiohttp.ClientSession(timeout=timeout) as session:
+            headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+            async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
                 yield ProbeStack(service, envoy, session)
         finally:
             service.stop()

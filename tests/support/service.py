@@ -71,6 +71,9 @@ class ServiceProcess:
                 "INTEGRATION_SERVICE_XDS_DELTA": "true" if self.delta else "false",
                 "LOG_FORMAT": "json",
                 "LOG_LEVEL": "DEBUG",
+                # No background probes through the sidecar unless a test asks (env): they
+                # would spend rate-limit tokens and add upstream requests tests count.
+                "INTEGRATION_SERVICE_PROBE_ENABLED": "false",
             }
         )
         env.update(self.extra_env)
