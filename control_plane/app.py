@@ -30,6 +30,8 @@ from control_plane.api.keys import (
 from control_plane.api.metrics import install_metrics, metrics_middleware
 from control_plane.api.metrics import routes as metrics_routes
 from control_plane.api.middleware import correlation_middleware, errors_middleware
+from control_plane.discovery.lifecycle import install_consul
+from control_plane.events.lifecycle import install_events
 from control_plane.observability.logging import configure_logging
 from control_plane.prober import Prober, ProbeSchedule, running_prober
 from control_plane.probes import ProbeBook
@@ -170,6 +172,8 @@ def create_app(
     app.cleanup_ctx.append(_xds_ctx)
     app.cleanup_ctx.append(_envoy_ctx(with_envoy))
     app.cleanup_ctx.append(_prober_ctx)
+    install_events(app)  # after the store/registry contexts: started later, stopped sooner
+    install_consul(app)  # last: registered when all is up, deregistered first on shutdown
     app.add_routes(health.routes)
     app.add_routes(integrations.routes)
     app.add_routes(operations.routes)
