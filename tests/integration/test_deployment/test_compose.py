@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.metadata
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -72,3 +75,25 @@ def test_control_plane_and_envoy_hardened(compose: dict[str, Any]) -> None:
     assert env["POSTGRESQL_URL"].endswith("@postgres:5432/integration")
     assert env["REDIS_URL"].startswith("redis://redis:")
     assert env["CONSUL_HOST"] == "consul"
+
+
+def test_prometheus_config_valid(compose: dict[str, Any], tmp_path: Path) -> None:
+    """`promtool check config` on the compose Prometheus config (rule path made local)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed")
+    mounts = {
+        target.removesuffix(":ro"): ROOT / source
+        for source, target in (
+            v.split(":", 1) for v in compose["services"]["prometheus"]["volumes"]
+        )
+        if source.startswith("./")
+    }
+    config = yaml.safe_load((ROOT / "manifests" / "prometheus" / "prometheus.yml").read_text())
+    config["rule_files"] = [str(mounts[path]) for path in config["rule_files"]]
+    local = tmp_path / "prometheus.yml"
+    local.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [promtool, "check", "config", str(local)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
