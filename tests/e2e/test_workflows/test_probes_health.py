@@ -43,7 +43,7 @@ def _registry(upstream_url: str, ports: dict[str, int]) -> str:
 
 
 async def _state(stack: ProbeStack, ident: str, wanted: str) -> bool:
-    return (await stack.health(ident))["state"] == wanted
+    return bool((await stack.health(ident))["state"] == wanted)
 
 
 async def test_periodic_checks_apply_thresholds(tmp_path: Path) -> None:
