@@ -1,17 +1,13 @@
 """Stripe: ``GET /v1/balance`` with the ``stripe`` SDK pointed at the sidecar.
 
-The SDK insists on an API key and always sends ``Authorization: Bearer <key>``, while
-Envoy's credential injector, with ``overwrite`` false (its default), leaves an existing
-``Authorization`` header alone. So the probe gives the SDK a placeholder key and its HTTP
-client drops that header before the request leaves the process: the only key on the wire
-is the one Envoy injects from SDS. Stripe's error JSON (``{"error": {"type", "code",
+The SDK insists on an API key and always sends ``Authorization: Bearer <key>``: like an
+application, the probe gives it a placeholder, and Envoy's credential injector (configured
+with ``overwrite: true``) replaces the header with the real key from SDS, so the stock SDK
+works unchanged and no key ever lives in the app. Stripe's error JSON (``{"error": {"type", "code",
 "message"}}``) is mapped to a step and a short detail.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-from typing import Any
 
 import aiohttp
 import stripe
@@ -20,20 +16,10 @@ from adapters.probes.context import ProbeContext
 from adapters.probes.envoy_replies import sidecar_failure
 from control_plane.probes import ProbeResult
 
-__all__ = ["SidecarHTTPClient", "probe"]
+__all__ = ["probe"]
 
-# Never sent: SidecarHTTPClient removes the header that carries it.
+# What the app holds instead of a key: Envoy overwrites the header that carries it.
 _PLACEHOLDER_KEY = "sk_sidecar_injects_the_key"
-
-
-class SidecarHTTPClient(stripe.AIOHTTPClient):
-    """The SDK's aiohttp client minus the ``Authorization`` header (Envoy adds the real one)."""
-
-    async def request_stream_async(
-        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
-    ) -> Any:
-        kept = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-        return await super().request_stream_async(method, url, kept, post_data=post_data)
 
 
 def _stripe_detail(exc: stripe.StripeError) -> str:
@@ -65,7 +51,7 @@ async def probe(ctx: ProbeContext) -> ProbeResult:
         client = stripe.StripeClient(
             _PLACEHOLDER_KEY,
             base_addresses={"api": ctx.base_url},
-            http_client=SidecarHTTPClient(session=session, timeout=timeout),
+            http_client=stripe.AIOHTTPClient(session=session, timeout=timeout),
             max_network_retries=0,
             stripe_version=ctx.settings.get("api_version"),
         )

@@ -218,9 +218,11 @@ def _credential_injector(item: Integration, book: SecretBook) -> Any | None:
         return None
     if credential is None:
         return None
+    # overwrite: vendor SDKs (Stripe's among them) refuse to run without a key and always
+    # send a placeholder Authorization header; without overwrite Envoy would keep it.
     return _filter(
         "envoy.filters.http.credential_injector",
-        credential_injector_pb2.CredentialInjector(credential=credential),
+        credential_injector_pb2.CredentialInjector(credential=credential, overwrite=True),
     )
 
 
