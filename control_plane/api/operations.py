@@ -15,6 +15,7 @@ from aiohttp import web
 from control_plane.api.integrations import integration_body
 from control_plane.api.keys import PIPELINE, PROBER, PROBES, REGISTRY, SIDECAR, XDS_CACHE
 from control_plane.api.problems import problem_response
+from control_plane.events.lifecycle import EVENTS
 from control_plane.registry.model import Integration
 from control_plane.sidecar.accesslog import CacheLedger
 from control_plane.sidecar.admin import EnvoyAdminError
@@ -99,6 +100,7 @@ def _config_state(request: web.Request, item: Integration) -> dict[str, Any]:
 @routes.get("/integrations/{integration_id}/status")
 async def status(request: web.Request) -> web.Response:
     item = _item(request)
+    events = request.app.get(EVENTS)
     return web.json_response(
         {
             "id": item.id,
@@ -108,6 +110,8 @@ async def status(request: web.Request) -> web.Response:
             "registry_version": item.version,
             "source": item.source,
             "config": _config_state(request, item),
+            # Calls reported by other services' ``agent.executed`` events, per tenant.
+            "usage": events.usage.for_integration(item.id) if events else {},
         }
     )
 
