@@ -11,6 +11,8 @@ import datetime as dt
 import json
 from collections.abc import Mapping
 
+import pytest
+
 from control_plane.events.bus import Message
 from control_plane.events.envelope import envelope_problems
 from control_plane.events.redis_bus import RedisBus
@@ -20,6 +22,8 @@ from control_plane.probes import ProbeResult
 from control_plane.registry.service import RegistryService
 from control_plane.xds.cache import XdsStatus
 from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.redis
 
 PUBLISHED = [
     "integration.registered",
