@@ -24,6 +24,9 @@ __all__ = ["etag_of", "integration_body", "routes"]
 routes = web.RouteTableDef()
 
 MAX_LIMIT = 500
+# What a GET returns beside the document proper; ignored on input so that a GET body can be
+# PUT back unchanged (the registry keeps its own values).
+READ_ONLY = ("version", "source", "created_at", "updated_at", "endpoint")
 
 
 def etag_of(item: Integration) -> str:
@@ -68,9 +71,12 @@ async def _json_body(request: web.Request) -> Any:
     if request.content_type not in ("application/json", "application/merge-patch+json", ""):
         raise web.HTTPUnsupportedMediaType(reason="send the body as application/json")
     try:
-        return await request.json()
+        body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise web.HTTPBadRequest(reason=f"the body is not valid JSON: {exc}") from None
+    if isinstance(body, dict):
+        return {k: v for k, v in body.items() if k not in READ_ONLY}
+    return body
 
 
 def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

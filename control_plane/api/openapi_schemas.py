@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from control_plane.api.integrations import READ_ONLY
 from control_plane.registry.model import KINDS
 from control_plane.registry.schema import integration_schema
 
@@ -40,10 +41,15 @@ def _all_required(properties: dict[str, Schema], **extra: Any) -> Schema:
 def _integration_input() -> Schema:
     """The registry schema minus its top-level ``$schema``/``$id`` (the document's own)."""
     schema = {k: v for k, v in integration_schema().items() if k not in ("$schema", "$id")}
+    schema["properties"] = {
+        **schema["properties"],
+        **{name: {"readOnly": True, "description": "ignored on input"} for name in READ_ONLY},
+    }
     schema["description"] = (
         "An integration document, as in config/integrations.yaml. Credentials are "
-        "references (env:NAME or file:/path), never values. version, source, created_at and "
-        "updated_at are read-only: accepted and ignored, so a GET body can be PUT back."
+        "references (env:NAME or file:/path), never values. The read-only fields of a GET "
+        "body (version, source, created_at, updated_at, endpoint) are accepted and ignored, "
+        "so a GET body can be PUT back."
     )
     return schema
 
@@ -175,6 +181,21 @@ def _probe_result() -> Schema:
     )
 
 
+def _integration_probe() -> Schema:
+    probe = _probe_result()
+    return _all_required(
+        {
+            "id": _STRING,
+            "kind": {"enum": list(KINDS)},
+            "state": {
+                "enum": ["healthy", "unhealthy", "unknown"],
+                "description": "the health state after this probe (thresholds applied)",
+            },
+            **probe["properties"],
+        }
+    )
+
+
 def _integration_health() -> Schema:
     envoy = _object(
         ["reachable"],
@@ -234,7 +255,7 @@ def _rate_limit() -> Schema:
 
 
 def _cache() -> Schema:
-    return _all_required(
+    schema = _all_required(
         {
             "id": _STRING,
             "enabled": _BOOLEAN,
@@ -248,10 +269,19 @@ def _cache() -> Schema:
             "path": _STRING,
         }
     )
+    schema["properties"]["bypassed"] = {
+        "type": "integer",
+        "description": "requests the cache filter did not consider (e.g. not cacheable)",
+    }
+    schema["properties"]["disk"] = _all_required(
+        {"files": _INTEGER, "bytes": _INTEGER},
+        description="files and bytes actually in the cache directory",
+    )
+    return schema
 
 
 def _cache_clear() -> Schema:
-    return _all_required(
+    schema = _all_required(
         {
             "id": _STRING,
             "generation": _INTEGER,
@@ -259,6 +289,15 @@ def _cache_clear() -> Schema:
             "cleared_path": _STRING,
         }
     )
+    schema["properties"]["acked"] = {
+        "type": "boolean",
+        "description": "Envoy ACKed the listener with the new cache path",
+    }
+    schema["properties"]["removed"] = {
+        "type": "boolean",
+        "description": "the old cache directories were deleted",
+    }
+    return schema
 
 
 def _circuit_breaker() -> Schema:
@@ -383,6 +422,7 @@ def component_schemas() -> dict[str, Schema]:
         "XdsTypeStatus": _type_status(),
         "IntegrationStatus": _status(),
         "ProbeResult": _probe_result(),
+        "IntegrationProbe": _integration_probe(),
         "IntegrationHealth": _integration_health(),
         "RateBucket": _bucket(),
         "RateLimit": _rate_limit(),

@@ -403,8 +403,10 @@ async def _wait_acked(request: web.Request, limit_s: float) -> bool:
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         node = cache.status.get(node_id)
+        if node is None or not node.connected:
+            return False  # no Envoy on the xDS stream: nothing can ACK, answer 202 at once
         snapshot = cache.snapshot
-        if node is not None and snapshot is not None and CLUSTER in node.types:
+        if snapshot is not None and CLUSTER in node.types:
             status = node.types[CLUSTER]
             if status.state == "acked" and status.acked_version == snapshot.version_for(CLUSTER):
                 return True

@@ -170,10 +170,22 @@ def _timestamp(value: Any) -> dt.datetime | None:
     return None
 
 
+def _integral(value: Any) -> Any:
+    """JSON Schema's ``integer`` accepts ``125.0``; the model (and protobuf) want ``125``."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
 def integration_from_document(
     doc: Mapping[str, Any], *, source: Source, rules: RateRules | None = None
 ) -> Integration:
     """Build the model from a document that already passed validation."""
+    doc = _integral(doc)
     kind = doc["kind"]
     settings = {**ADAPTERS[kind].default_settings, **doc.get("settings", {})}
     return Integration(
@@ -193,6 +205,18 @@ def integration_from_document(
         updated_at=_timestamp(doc.get("updated_at")),
         source=source,
     )
+
+
+def _url_problem(url: str, upstream: Any) -> str | None:
+    """Why an upstream URL cannot be used (the schema only checks its scheme)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        return f"invalid upstream URL {url!r}: {exc}"
+    if not parts.hostname and not (isinstance(upstream, dict) and upstream.get("host")):
+        return f"upstream URL {url!r} names no host"
+    return None
 
 
 def _semantic_problems(doc: MarkedDocument, items: list[Any], rules: RateRules) -> list[Problem]:
@@ -226,6 +250,15 @@ def _semantic_problems(doc: MarkedDocument, items: list[Any], rules: RateRules) 
                     )
                 )
             ports.setdefault(port, str(ident))
+        upstream = item.get("upstream")
+        url = upstream if isinstance(upstream, str) else None
+        if isinstance(upstream, dict) and isinstance(upstream.get("url"), str):
+            url = upstream["url"]
+        if url is not None and (why := _url_problem(url, upstream)) is not None:
+            where = (*base, "upstream") if isinstance(upstream, str) else (*base, "upstream", "url")
+            problems.append(
+                doc.problem(where, why, "write scheme://host[:port], e.g. https://api.example.com")
+            )
         rule = (
             item.get("policies", {}).get("rate_limit", {})
             if isinstance(item.get("policies"), dict)

@@ -174,7 +174,9 @@ class Integration:
 def _duration(seconds: float) -> str:
     if seconds < 1 and seconds * 1000 == int(seconds * 1000):
         return f"{int(seconds * 1000)}ms"
-    return f"{seconds:g}s"
+    # Fixed point, never an exponent ("1e-05s", "1e+06s" fail DURATION_PATTERN when the
+    # document is read back); milliseconds are the finest grain Envoy is given anyway.
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
 
 
 def _bucket_doc(bucket: RateBucket) -> dict[str, Any]:

@@ -27,12 +27,15 @@ _DURATION: dict[str, Any] = {
     "description": "a duration such as 250ms, 10s, 2m, or a number of seconds",
     "oneOf": [
         {"type": "string", "pattern": DURATION_PATTERN},
-        {"type": "number", "exclusiveMinimum": 0},
+        # Envoy's Duration tops out at 10,000 years (protobuf Duration's range).
+        {"type": "number", "exclusiveMinimum": 0, "maximum": 315_576_000_000},
     ],
 }
 _PORT: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 65535}
 _REF: dict[str, Any] = {"type": "string", "pattern": _CREDENTIAL_REF}
 _POSITIVE: dict[str, Any] = {"type": "integer", "minimum": 1}
+# Envoy carries circuit-breaker limits and outlier thresholds as UInt32Value.
+_U32_POSITIVE: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": 4_294_967_295}
 
 _BUCKET: dict[str, Any] = {
     "type": "object",
@@ -115,10 +118,10 @@ _POLICIES: dict[str, Any] = {
             "type": "object",
             "additionalProperties": False,
             "properties": {
-                "max_connections": _POSITIVE,
-                "max_pending_requests": _POSITIVE,
-                "max_requests": _POSITIVE,
-                "max_retries": {"type": "integer", "minimum": 0},
+                "max_connections": _U32_POSITIVE,
+                "max_pending_requests": _U32_POSITIVE,
+                "max_requests": _U32_POSITIVE,
+                "max_retries": {"type": "integer", "minimum": 0, "maximum": 4_294_967_295},
             },
         },
         "outlier_detection": {
@@ -126,8 +129,8 @@ _POLICIES: dict[str, Any] = {
             "additionalProperties": False,
             "properties": {
                 "enabled": {"type": "boolean"},
-                "consecutive_5xx": _POSITIVE,
-                "consecutive_gateway_failure": _POSITIVE,
+                "consecutive_5xx": _U32_POSITIVE,
+                "consecutive_gateway_failure": _U32_POSITIVE,
                 "interval": _DURATION,
                 "base_ejection_time": _DURATION,
                 "max_ejection_time": _DURATION,

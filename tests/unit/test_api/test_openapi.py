@@ -89,7 +89,10 @@ def test_operations_have_unique_ids_and_problem_errors() -> None:
 def test_integration_body_is_the_registry_schema() -> None:
     schema = openapi_document()["components"]["schemas"]["IntegrationInput"]
     registry = integration_schema()
-    assert schema["properties"] == registry["properties"]
+    read_only = {name for name, sub in schema["properties"].items() if sub.get("readOnly")}
+    assert read_only == {"version", "source", "created_at", "updated_at", "endpoint"}
+    editable = {k: v for k, v in schema["properties"].items() if k not in read_only}
+    assert editable == {k: v for k, v in registry["properties"].items() if k not in read_only}
     assert schema["allOf"] == registry["allOf"]
     assert "$schema" not in schema
 
