@@ -224,34 +224,47 @@ async def rate_limit(request: web.Request) -> web.Response:
     )
 
 
-def _cache_sizes(stats: dict[str, int | float], path: str) -> tuple[float, float]:
-    """Entries and bytes of one cache path (``cache.size_count|size_bytes.cache_path.<p>``)."""
-    entries = bytes_ = 0.0
-    for key, value in stats.items():
-        if ".cache_path." not in key:
-            continue
-        label = key.split(".cache_path.", 1)[1]
-        if label.strip("_/") != path.strip("_/") and label.replace("_", "/").strip(
-            "/"
-        ) != path.strip("/"):
-            continue
-        if "size_count" in key:
-            entries = float(value)
-        elif "size_bytes" in key:
-            bytes_ = float(value)
-    return entries, bytes_
+def _cache_sizes(stats: dict[str, int | float], path: str) -> tuple[float, float] | None:
+    """Envoy's entries and bytes gauges of one cache path, or None while Envoy has not built
+    a cache there (yet). Envoy appends "/" to ``cache_path`` and names the gauges
+    ``cache.size_count|size_bytes.cache_path.<path>/``."""
+    label = path.rstrip("/") + "/"
+    count = stats.get(f"cache.size_count.cache_path.{label}")
+    size = stats.get(f"cache.size_bytes.cache_path.{label}")
+    if count is None or size is None:
+        return None
+    return float(count), float(size)
 
 
 @routes.get("/integrations/{integration_id}/cache")
 async def cache_stats(request: web.Request) -> web.Response:
+    """Per-integration cache numbers, each from where Envoy 1.40 really has it:
+
+    * hits / misses / stored / bypassed: the integration's own access log (Envoy counts
+      hits and misses per cache *type* only, shared by all integrations); see
+      ``control_plane.sidecar.accesslog`` for what each counts. Envoy is asked to flush its
+      access-log buffers first (``POST /reopen_logs``), so the counts are current.
+    * entries / bytes: Envoy's gauges for the integration's current cache path (0 until
+      Envoy has built the cache there). Envoy's ``size_bytes`` counts only part of each
+      new file (measured: 33 bytes for a 287-byte entry) until it rescans the directory, so
+      ``disk`` reports the files and bytes actually in the directory as well.
+    """
     item = _item(request)
     pipeline = request.app[PIPELINE]
-    counts = request.app[CACHE_LEDGER].counts(item.id)
     path = pipeline.cache_path(item.id)
-    stats = await _stats(request)
-    if stats is None:
+    try:
+        async with request.app[SIDECAR].admin() as admin:
+            # Flushes (and reopens) every access log; nothing else changes. EnvoyAdmin has
+            # no public call for it yet.
+            await admin._request("POST", "/reopen_logs")
+            stats = await admin.stats()
+    except EnvoyAdminError:
         return _envoy_down()
-    entries, size = _cache_sizes(stats, str(path))
+    counts = request.app[CACHE_LEDGER].counts(item.id)
+    sizes = _cache_sizes(stats, str(path)) if item.policies.cache.enabled else None
+    files = await asyncio.to_thread(
+        lambda: [f.stat().st_size for f in path.glob("cache-*") if f.is_file()]
+    )
     total = counts.hits + counts.misses
     return web.json_response(
         {
@@ -261,9 +274,12 @@ async def cache_stats(request: web.Request) -> web.Response:
             "hits": counts.hits,
             "misses": counts.misses,
             "stored": counts.stored,
+            "bypassed": counts.bypassed,
             "hit_ratio": round(counts.hits / total, 4) if total else None,
-            "entries": entries,
-            "bytes": size,
+            # No gauge yet: Envoy has not built a cache at this path, so it holds nothing.
+            "entries": sizes[0] if sizes else 0.0,
+            "bytes": sizes[1] if sizes else 0.0,
+            "disk": {"files": len(files), "bytes": sum(files)},
             "path": str(path),
         }
     )
@@ -271,6 +287,12 @@ async def cache_stats(request: web.Request) -> web.Response:
 
 @routes.post("/integrations/{integration_id}/cache/clear")
 async def cache_clear(request: web.Request) -> web.Response:
+    """Envoy has no purge: rotate the cache path. The new listener configuration points the
+    filter at a fresh, empty directory, which makes Envoy build a new cache (its entries
+    are in memory too, with open file handles, so deleting files alone would not do).
+    Once Envoy ACKs the listener (or is not connected), the old directories are deleted;
+    otherwise they stay (Envoy may still write there: see ``http_filters._cache`` on what a
+    missing directory does to the file manager) and go with the next successful clear."""
     item = _item(request)
     if not item.policies.cache.enabled:
         return problem_response(
@@ -278,15 +300,52 @@ async def cache_clear(request: web.Request) -> web.Response:
         )
     pipeline = request.app[PIPELINE]
     old, snapshot = pipeline.rotate_cache(item.id)
-    # Envoy now writes to a fresh directory; the old one is removed once the new version
-    # is in place so nothing can be served from it again.
-    await asyncio.to_thread(shutil.rmtree, old, True)
+    if snapshot is None:
+        return problem_response(
+            503,
+            f"the new cache path could not be pushed: {pipeline.state.error}",
+            headers={"Retry-After": "2"},
+        )
+    cache = request.app[XDS_CACHE]
+    node_id = request.app[SIDECAR].node_id
+    acked = False
+    connected = True
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        node = cache.status.get(node_id)
+        if node is None or not node.connected:
+            connected = False  # Envoy gets the new path when it connects
+            break
+        status = node.types.get(LISTENER)
+        if status is not None and status.state == "nacked":
+            break
+        if (
+            status is not None
+            and status.state == "acked"
+            and status.acked_version == snapshot.version_for(LISTENER)
+        ):
+            acked = True
+            break
+        await asyncio.sleep(0.05)
+    current = pipeline.cache_path(item.id)
+
+    def remove_old() -> None:
+        # Every generation but the current one (earlier clears may have left some behind).
+        for directory in current.parent.iterdir():
+            if directory != current and directory.is_dir():
+                shutil.rmtree(directory, ignore_errors=True)
+
+    removed = acked or not connected
+    if removed:
+        await asyncio.to_thread(remove_old)
     return web.json_response(
         {
             "id": item.id,
             "generation": pipeline.generations.cache.get(item.id, 0),
-            "snapshot_version": snapshot.version if snapshot else None,
+            "snapshot_version": snapshot.version,
             "cleared_path": str(old),
+            "acked": acked,
+            "removed": removed,
         }
     )
 

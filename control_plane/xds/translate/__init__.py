@@ -16,9 +16,9 @@ from typing import Any
 
 from adapters import adapter_for
 from control_plane.registry.model import Integration
-from control_plane.xds.translate.clusters import cluster, token_cluster
+from control_plane.xds.translate.clusters import cache_fill_cluster, cluster, token_cluster
 from control_plane.xds.translate.endpoints import load_assignment
-from control_plane.xds.translate.listeners import listener
+from control_plane.xds.translate.listeners import cache_fill_listener, listener
 from control_plane.xds.translate.options import (
     Resources,
     SecretValues,
@@ -102,6 +102,10 @@ def translate(
         resources[LISTENER][item.id] = listener(item, protocol, options)
         if protocol == "http":
             resources[ROUTE][item.id] = route_configuration(item)
+            if item.policies.cache.enabled:  # the cache's miss path (see http_filters)
+                fill = cache_fill_listener(item, options)
+                resources[LISTENER][fill.name] = fill
+                resources[CLUSTER][fill.name] = cache_fill_cluster(item, options)
     resources[CLUSTER] = dict(sorted(resources[CLUSTER].items()))
     resources[SECRET] = dict(sorted(book.secrets.items()))
     return TranslateResult(resources=resources, warnings=book.warnings)

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
-from envoy.config.core.v3 import base_pb2, protocol_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import string_pb2
@@ -21,12 +22,17 @@ from google.protobuf import wrappers_pb2  # type: ignore[import-untyped]
 
 from control_plane.registry.model import Integration
 from control_plane.xds.translate.endpoints import load_assignment
-from control_plane.xds.translate.http_filters import token_cluster_name, upstream_filters
+from control_plane.xds.translate.http_filters import (
+    cache_fill_address,
+    cache_fill_name,
+    token_cluster_name,
+    upstream_filters,
+)
 from control_plane.xds.translate.messages import ads, duration, is_ip, pack, struct
 from control_plane.xds.translate.options import TranslateOptions
 from control_plane.xds.translate.secrets import SecretBook
 
-__all__ = ["METADATA_NAMESPACE", "cluster", "token_cluster"]
+__all__ = ["METADATA_NAMESPACE", "cache_fill_cluster", "cluster", "token_cluster"]
 
 METADATA_NAMESPACE = "integration_service"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -201,3 +207,31 @@ def token_cluster(item: Integration, main: Any) -> Any:
     options.ClearField("http_filters")
     clone.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(pack(options))
     return clone
+
+
+def cache_fill_cluster(item: Integration, options: TranslateOptions) -> Any:
+    """``STATIC`` cluster of one endpoint: the fill listener's abstract Unix socket. Circuit
+    breakers, outlier detection, TLS and credentials stay on the integration's cluster, which
+    the fill listener's router uses exactly like the main listener's."""
+    name = cache_fill_name(item)
+    return cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.STATIC,
+        connect_timeout=duration(item.policies.connect_timeout),
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(
+                    lb_endpoints=[
+                        endpoint_components_pb2.LbEndpoint(
+                            endpoint=endpoint_components_pb2.Endpoint(
+                                address=address_pb2.Address(
+                                    pipe=address_pb2.Pipe(path=cache_fill_address(item, options))
+                                )
+                            )
+                        )
+                    ]
+                )
+            ],
+        ),
+    )

@@ -6,14 +6,24 @@ Credential injection and SigV4 signing are *upstream* filters of the integration
 
 * ``cache_v2`` never serves or stores a request that carries ``Authorization``
   (``canServeRequestFromCache``), so injecting before the cache disables caching;
-* on a cache miss ``cache_v2`` fetches through an async HTTP client that skips both the
-  downstream filters after it and the router's ``upstream_http_filters``; only the
-  cluster's upstream filters run on every stream, cached path included.
+* only the cluster's upstream filters run on every stream to the upstream, whichever
+  listener or path (cached miss, uncacheable request, retry) sent it.
 
 As upstream filters they also run once per attempt (a retry gets a fresh SigV4 date) and
 see the Host already rewritten by the route. The OAuth2 token request goes through a clone
 of the cluster without these filters (``token_cluster_name``): through the integration's
 own cluster it would pass the injector, which has no token yet and rejects it.
+
+Cache misses take a *fill path*. On a miss ``cache_v2`` does not continue the filter chain:
+it fetches through an async HTTP client straight to a cluster, which skips the router and
+the route -- no ``host_rewrite_literal`` (the SaaS would see ``Host: 127.0.0.1:<port>``),
+no timeout, no retries. As Envoy's cache_v2 docs recommend, ``override_upstream_cluster``
+points that fetch at ``<id>_cache_fill``, a cluster whose only endpoint is a second
+listener of the integration (same RDS route table, router only), so a miss is routed
+exactly like an uncached request. Envoy's ``internal_listener`` would do this without a
+socket but needs a bootstrap extension the shared bootstrap does not load; the fill
+listener therefore listens on an abstract Unix socket (no file, no port to allocate).
+https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_filters/cache_v2_filter
 """
 
 from __future__ import annotations
@@ -51,6 +61,9 @@ from control_plane.xds.translate.secrets import SecretBook
 
 __all__ = [
     "TENANT_DESCRIPTOR_KEY",
+    "cache_fill_address",
+    "cache_fill_http_filters",
+    "cache_fill_name",
     "cache_path",
     "http_filters",
     "token_cluster_name",
@@ -133,6 +146,20 @@ def cache_path(item: Integration, options: TranslateOptions) -> str:
     return f"{options.cache_root}/{item.id}/{options.cache_generations.get(item.id, 0)}"
 
 
+def cache_fill_name(item: Integration) -> str:
+    """Name of the fill listener and of the cluster that reaches it (see the module doc).
+    "_" never occurs in an integration id and the name has no "." (stat tag extraction)."""
+    return f"{item.id}_cache_fill"
+
+
+def cache_fill_address(item: Integration, options: TranslateOptions) -> str:
+    """The fill listener's abstract Unix socket ("@": Linux abstract namespace, gone with
+    the process, no stale file). Unique per host because the integration's TCP listen
+    address is. It bypasses the local rate limit (already applied on the main listener),
+    so like the main listener it is reachable only from the sidecar's network namespace."""
+    return f"@integration-service/cache-fill/{options.listen_address}:{item.listen_port}"
+
+
 def _cache(item: Integration, options: TranslateOptions) -> Any | None:
     cache = item.policies.cache
     if not cache.enabled:
@@ -140,17 +167,27 @@ def _cache(item: Integration, options: TranslateOptions) -> Any | None:
     store = file_system_http_cache_pb2.FileSystemHttpCacheV2Config(
         # One shared worker thread for every integration's cache file I/O (same id =
         # same manager; the configs must then be identical, which they are).
+        #
+        # The manager probes O_TMPFILE support once per process (std::call_once) on its
+        # first cache insert. If that insert's directory is missing, the probe fails and
+        # the manager falls back for good to mkstemp+unlink files, whose final linkat()
+        # always fails with ENOENT: from then on *no* cache sharing the manager stores
+        # anything (measured on 1.40; async_file_manager_thread_pool.cc). Envoy 1.40's
+        # cache_v2 store never creates cache_path (``create_cache_path`` is not read), so
+        # the control plane creates the directory before it pushes the configuration.
         manager_config=async_file_manager_pb2.AsyncFileManagerConfig(
             id="integration-service",
             thread_pool=async_file_manager_pb2.AsyncFileManagerConfig.ThreadPool(thread_count=1),
         ),
         # One path per integration, so Envoy's per-path size stats are per integration.
         cache_path=cache_path(item, options),
-        create_cache_path=True,
         max_cache_size_bytes=wrappers_pb2.UInt64Value(value=cache.max_total_bytes),
         max_individual_cache_entry_size_bytes=wrappers_pb2.UInt64Value(value=cache.max_entry_bytes),
     )
-    return _filter("envoy.filters.http.cache_v2", cache_pb2.CacheV2Config(typed_config=pack(store)))
+    config = cache_pb2.CacheV2Config(
+        typed_config=pack(store), override_upstream_cluster=cache_fill_name(item)
+    )
+    return _filter("envoy.filters.http.cache_v2", config)
 
 
 def _generic_credential(item: Integration, book: SecretBook) -> Any | None:
@@ -270,11 +307,9 @@ def _router() -> Any:
 
 
 def _upstream_headers() -> Any:
-    """Header hygiene the route gives, again on the cluster: on a cache miss ``cache_v2``'s
-    async client does not suppress the ``x-envoy-internal`` and placeholder
-    ``x-forwarded-for`` headers it adds. (It does not apply the route's
-    ``host_rewrite_literal`` either, and Envoy forbids header_mutation to touch Host:
-    cached integrations whose upstream routes by Host remain a known gap.)"""
+    """Header hygiene the router's ``suppress_envoy_headers`` gives, again on the cluster:
+    on a cache miss ``cache_v2``'s async client adds ``x-envoy-internal`` and
+    ``x-forwarded-for``, and the fill listener's router forwards them."""
     mutations = [
         mutation_rules_pb2.HeaderMutation(remove="x-envoy-internal"),
         mutation_rules_pb2.HeaderMutation(remove="x-forwarded-for"),
@@ -307,3 +342,9 @@ def http_filters(item: Integration, options: TranslateOptions) -> list[Any]:
     """The listener's HTTP filter chain."""
     downstream = [f for f in (_local_ratelimit(item), _cache(item, options)) if f is not None]
     return [*downstream, _router()]
+
+
+def cache_fill_http_filters() -> list[Any]:
+    """The fill listener's chain: the router alone. The local rate limit already ran on the
+    main listener, and a cache here would look the request up a second time."""
+    return [_router()]

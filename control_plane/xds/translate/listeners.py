@@ -2,6 +2,9 @@
 
 HTTP kinds get an HTTP connection manager whose route table (named by the id) comes over
 ADS; TCP kinds (PostgreSQL, Redis, SMTP) get a ``tcp_proxy`` to the integration's cluster.
+An HTTP integration with a response cache also gets its cache *fill* listener
+``<id>_cache_fill`` (see ``http_filters``): same route table, router only, no access log
+(the main listener's log already has one line per request, hit or miss).
 """
 
 from __future__ import annotations
@@ -18,11 +21,16 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from control_plane.registry.model import Integration
-from control_plane.xds.translate.http_filters import http_filters
+from control_plane.xds.translate.http_filters import (
+    cache_fill_address,
+    cache_fill_http_filters,
+    cache_fill_name,
+    http_filters,
+)
 from control_plane.xds.translate.messages import ads, duration, pack, struct
 from control_plane.xds.translate.options import TranslateOptions
 
-__all__ = ["ACCESS_LOG_FIELDS", "TCP_IDLE_TIMEOUT", "listener"]
+__all__ = ["ACCESS_LOG_FIELDS", "TCP_IDLE_TIMEOUT", "cache_fill_listener", "listener"]
 
 # Envoy's own default, made explicit: pooled database/Redis connections idle longer than an
 # hour are closed and the clients' pools reconnect.
@@ -30,8 +38,9 @@ TCP_IDLE_TIMEOUT = 3600.0
 
 # JSON access log fields. The control plane counts per-integration cache hits from
 # response_code_details: Envoy 1.40's cache_v2 counts hits per cache *type* only, while this
-# field reads "cache.response_from_cache_filter" on a hit and "cache.insert_via_upstream" on
-# a stored miss.
+# field reads "cache.response_from_cache_filter" when the cache answered (hit, validated,
+# or a request that waited for a concurrent fill) and "cache.insert_via_upstream" on a miss
+# fetched through the cache's fill path (cache_filter.cc, responseCodeDetailsFromStatus).
 ACCESS_LOG_FIELDS: dict[str, str] = {
     "start_time": "%START_TIME%",
     "method": "%REQ(:METHOD)%",
@@ -95,5 +104,26 @@ def listener(item: Integration, protocol: str, options: TranslateOptions) -> Any
                 address=options.listen_address, port_value=item.listen_port
             )
         ),
+        filter_chains=[listener_components_pb2.FilterChain(filters=[network_filter])],
+    )
+
+
+def cache_fill_listener(item: Integration, options: TranslateOptions) -> Any:
+    """The listener ``cache_v2`` sends its misses to (through cluster ``<id>_cache_fill``)."""
+    name = cache_fill_name(item)
+    hcm = hcm_pb2.HttpConnectionManager(
+        stat_prefix=name,
+        codec_type=hcm_pb2.HttpConnectionManager.AUTO,
+        # The integration's own route table: Host rewrite, timeout and retries as uncached.
+        rds=hcm_pb2.Rds(config_source=ads(), route_config_name=item.id),
+        http_filters=cache_fill_http_filters(),
+    )
+    network_filter = listener_components_pb2.Filter(
+        name="envoy.filters.network.http_connection_manager", typed_config=pack(hcm)
+    )
+    return listener_pb2.Listener(
+        name=name,
+        stat_prefix=name,
+        address=address_pb2.Address(pipe=address_pb2.Pipe(path=cache_fill_address(item, options))),
         filter_chains=[listener_components_pb2.FilterChain(filters=[network_filter])],
     )

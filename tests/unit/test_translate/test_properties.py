@@ -157,6 +157,13 @@ def test_listener_names_and_ports() -> None:
     ports = {
         name: (m.address.socket_address.address, m.address.socket_address.port_value)
         for name, m in listeners.items()
+        if not name.endswith("_cache_fill")
+    }
+    # Cached integrations also get a cache fill listener on an abstract Unix socket.
+    fills = {name: m.address.pipe.path for name, m in listeners.items() if name not in ports}
+    assert fills == {
+        "auth0_cache_fill": "@integration-service/cache-fill/127.0.0.2:10002",
+        "weather-api_cache_fill": "@integration-service/cache-fill/127.0.0.2:10007",
     }
     assert ports == {
         "stripe": ("127.0.0.2", 10001),
@@ -243,8 +250,19 @@ def test_access_log_and_cache_paths() -> None:
     assert {"response_code", "method", "path", "duration", "upstream_host", "request_id"} <= set(
         fields
     )
-    cache = hcm["http_filters"][1]["typed_config"]["typed_config"]
-    assert cache["cache_path"] == "/cache/weather-api/4"
+    cache = hcm["http_filters"][1]["typed_config"]
+    assert cache["typed_config"]["cache_path"] == "/cache/weather-api/4"
+    # Misses go through the fill listener, which uses the same route table (Host rewrite).
+    assert cache["override_upstream_cluster"] == "weather-api_cache_fill"
+    resources = translate(example_integrations(), EXAMPLE_SECRETS, options).resources
+    fill = _hcm(resources[LISTENER]["weather-api_cache_fill"])
+    assert fill["rds"]["route_config_name"] == "weather-api"
+    assert [f["name"] for f in fill["http_filters"]] == ["envoy.filters.http.router"]
+    assert "access_log" not in fill
+    endpoint = resources[CLUSTER]["weather-api_cache_fill"].load_assignment.endpoints[0]
+    assert endpoint.lb_endpoints[0].endpoint.address.pipe.path == (
+        "@integration-service/cache-fill/127.0.0.1:10007"
+    )
 
 
 # -- clusters ---------------------------------------------------------------------------------
@@ -252,7 +270,8 @@ def test_access_log_and_cache_paths() -> None:
 
 def test_cluster_failure_handling() -> None:
     clusters = _example().resources[CLUSTER]
-    for cluster in clusters.values():
+    # Cache fill clusters reach Envoy's own fill listener, whose router uses the real cluster.
+    for cluster in (c for n, c in clusters.items() if not n.endswith("_cache_fill")):
         assert cluster.common_lb_config.healthy_panic_threshold.value == 0
         assert cluster.outlier_detection.max_ejection_percent.value == 100
         assert cluster.circuit_breakers.thresholds[0].track_remaining
