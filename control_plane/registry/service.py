@@ -323,7 +323,10 @@ class RegistryService:
             declared[ident] = item
         items = {**registered, **declared}
         ordered = {k: items[k] for k in sorted(items)}
-        if ordered == dict(self._view.items) and self._view.file_error is self._file_error:
+        # The first build always notifies, even when empty: an empty registry is still a
+        # configuration Envoy must receive (an empty snapshot), or readiness never turns true.
+        unchanged = ordered == dict(self._view.items) and self._view.file_error is self._file_error
+        if unchanged and self._view.generation > 0:
             return
         self._view = RegistryView(
             items=ordered, generation=self._view.generation + 1, file_error=self._file_error

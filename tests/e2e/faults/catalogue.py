@@ -1,0 +1,79 @@
+"""The faults the suite injects, and what the service promises under each.
+
+The report renders one row per entry, in this order; the key is what a test records under.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["FAULTS", "Fault"]
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    title: str
+    expected: str
+    test: str
+
+
+FAULTS: dict[str, Fault] = {
+    "control_plane_sigkill": Fault(
+        "Control plane SIGKILLed under steady traffic (PostgreSQL + Redis, Envoy beside it)",
+        "Envoy keeps serving its last good config: zero failed requests. The restarted "
+        "control plane reconverges to the same snapshot version; no event is published twice.",
+        "test_control_plane_kill.py",
+    ),
+    "envoy_sigkill": Fault(
+        "Envoy killed (kill -9 of the pid in `<data_dir>/envoy/envoy.pid`, embedded mode)",
+        "The supervisor restarts Envoy, which reconverges to the current version; "
+        "`/health/ready` answers 503 in between and 200 after.",
+        "test_envoy_kill.py",
+    ),
+    "postgres_outage": Fault(
+        "PostgreSQL stopped (control plane on POSTGRESQL_URL)",
+        "Reads (`GET /integrations`, `/integrations/{id}/status`) keep working from memory; "
+        "writes answer 503 problem+json with `Retry-After`; nothing is half written; a write "
+        "succeeds again once PostgreSQL is back, without restarting the control plane.",
+        "test_postgres_outage.py",
+    ),
+    "redis_outage": Fault(
+        "Redis stopped (control plane on REDIS_URL)",
+        "Mutations still succeed; their events wait in the outbox and all are published, "
+        "each once, after Redis returns.",
+        "test_redis_outage.py",
+    ),
+    "upstream_slow": Fault(
+        "Upstream slow (answers after 5 s, route timeout 1 s)",
+        "Envoy's route timeout bounds the latency: 504 after about the timeout.",
+        "test_upstream_faults.py",
+    ),
+    "upstream_down": Fault(
+        "Upstream down (nothing listens on its port)",
+        "Fail fast: 503 from Envoy within milliseconds, no hang.",
+        "test_upstream_faults.py",
+    ),
+    "upstream_flapping": Fault(
+        "Upstream flapping (5xx bursts, outlier detection with short times)",
+        "The host is ejected after consecutive 5xx (requests fail fast without reaching it) "
+        "and returns after `base_ejection_time`.",
+        "test_upstream_faults.py",
+    ),
+    "invalid_registry_file": Fault(
+        "Invalid `integrations.yaml` written while running",
+        "Rejected; the last good registry stays in force (Envoy keeps serving it); the error "
+        "is in `/health` (`registry.file_error`) and in the log.",
+        "test_bad_config.py",
+    ),
+    "envoy_nack": Fault(
+        "A configuration Envoy rejects (listener on a port already taken)",
+        "NACK recorded with Envoy's error; Envoy keeps serving the previous config; no push loop.",
+        "test_bad_config.py",
+    ),
+    "sigterm_graceful": Fault(
+        "SIGTERM with an API request in flight (embedded Envoy, fake Consul)",
+        "Graceful: the in-flight request completes 200, the instance is deregistered from "
+        "Consul, Envoy is drained and stopped, exit code 0.",
+        "test_sigterm.py",
+    ),
+}
