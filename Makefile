@@ -35,3 +35,13 @@ unit: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .integration-service .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.xml
+
+# Benchmarks (not tests): about 8 minutes on 2 cores; writes bench/RESULTS.md, bench/plots/.
+# BENCH_ARGS=--quick for a one-minute smoke run (into bench/quick/). See bench/README.md.
+BENCH_STAMP := $(VENV)/.bench-installed-stamp
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) -m bench.run $(BENCH_ARGS)

@@ -1,0 +1,133 @@
+"""B5 translation scale: 100 / 1,000 / 10,000 integrations.
+
+Two views:
+
+* in a fresh child process per size (``python -m bench.scale --n N --out FILE``): the pure
+  translator and the snapshot, timed separately (median of repeats) — documents to model,
+  ``translate``, ``Snapshot.build`` (which hashes every resource and runs the reference
+  check) — plus the snapshot's serialized size and the memory the model and snapshot hold;
+* the real control plane (``integration-service run --no-envoy``) started on an
+  integrations file of N entries: time to its first snapshot and its RSS then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.procs import pin, rss_bytes
+from bench.registry_docs import document, integrations_yaml
+from tests.support.service import ServiceProcess
+
+# Never created: the translator only writes the path into the listeners.
+ACCESS_LOGS = str(Path(tempfile.gettempdir()) / "bench-access-logs")
+
+__all__ = ["main", "service_footprint"]
+
+
+def _vm_rss() -> int:
+    return rss_bytes(int(Path("/proc/self/stat").read_text().split()[0]))
+
+
+def measure(n: int, repeats: int) -> dict[str, Any]:
+    from control_plane.registry.loader import integration_from_document
+    from control_plane.xds.resources import ADS_ORDER
+    from control_plane.xds.snapshot import Snapshot
+    from control_plane.xds.translate import TranslateOptions, translate
+
+    documents = [document(f"int-{i:05d}", 8080, 20000 + i) for i in range(n)]
+    options = TranslateOptions(access_log_dir=ACCESS_LOGS)
+    # warm the imports and descriptor pools on a tiny registry
+    Snapshot.build(
+        translate(
+            [integration_from_document(documents[0], source="declared")], {}, options
+        ).resources
+    )
+    gc.collect()
+    base_rss = _vm_rss()
+    started = time.perf_counter()
+    items = [integration_from_document(d, source="declared") for d in documents]
+    model_s = time.perf_counter() - started
+    translate_s: list[float] = []
+    snapshot_s: list[float] = []
+    snapshot = None
+    for _ in range(repeats):
+        snapshot = None
+        gc.collect()
+        started = time.perf_counter()
+        result = translate(items, {}, options)
+        middle = time.perf_counter()
+        snapshot = Snapshot.build(result.resources)
+        done = time.perf_counter()
+        translate_s.append(middle - started)
+        snapshot_s.append(done - middle)
+        del result
+    assert snapshot is not None
+    sizes = {
+        t.rsplit(".", 1)[-1]: sum(m.ByteSize() for m in snapshot.get(t).values()) for t in ADS_ORDER
+    }
+    gc.collect()
+    return {
+        "n": n,
+        "model_s": model_s,
+        "translate_s": statistics.median(translate_s),
+        "snapshot_s": statistics.median(snapshot_s),
+        "total_s": statistics.median(a + b for a, b in zip(translate_s, snapshot_s, strict=True)),
+        "snapshot_bytes": sum(sizes.values()),
+        "snapshot_bytes_by_type": sizes,
+        "resources": sum(len(snapshot.get(t)) for t in ADS_ORDER),
+        "held_rss_bytes": _vm_rss() - base_rss,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+
+
+async def service_footprint(
+    n: int, workdir: Path, cpu: int | None, deadline_s: float = 180.0
+) -> dict[str, Any]:
+    """Start the real control plane on N declared integrations; time and RSS at first push."""
+    docs = [document(f"int-{i:05d}", 8080, 20000 + i) for i in range(n)]
+    service = ServiceProcess(
+        workdir, integrations_yaml(docs), env={"LOG_LEVEL": "INFO", "LOG_FORMAT": "json"}
+    )
+    started = time.monotonic()
+    service.start()
+    assert service.process is not None
+    pin(service.process.pid, cpu)
+    try:
+        while time.monotonic() - started < deadline_s:
+            if service.process.poll() is not None:
+                raise RuntimeError(f"control plane exited:\n{service.log()[-3000:]}")
+            if "configuration snapshot ready" in service.log():
+                elapsed = time.monotonic() - started
+                await asyncio.sleep(0.5)  # let the start-up garbage settle
+                return {
+                    "n": n,
+                    "first_snapshot_s": elapsed,
+                    "rss_bytes": rss_bytes(service.process.pid),
+                }
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"no snapshot after {deadline_s}s with {n} integrations")
+    finally:
+        await asyncio.to_thread(service.stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    args.out.write_text(json.dumps(measure(args.n, args.repeats)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
