@@ -254,9 +254,7 @@ async def cache_stats(request: web.Request) -> web.Response:
     path = pipeline.cache_path(item.id)
     try:
         async with request.app[SIDECAR].admin() as admin:
-            # Flushes (and reopens) every access log; nothing else changes. EnvoyAdmin has
-            # no public call for it yet.
-            await admin._request("POST", "/reopen_logs")
+            await admin.reopen_logs()  # flush buffered access-log lines first
             stats = await admin.stats()
     except EnvoyAdminError:
         return _envoy_down()

@@ -310,3 +310,11 @@ class EnvoyAdmin:
         """
         # A bare flag, spelled as in the docs: Envoy only tests for the parameter's presence.
         await self._request("POST", "/drain_listeners?graceful" if graceful else "/drain_listeners")
+
+    async def reopen_logs(self) -> None:
+        """``POST /reopen_logs``: flush and reopen every access log (nothing else changes).
+
+        Envoy buffers access-log writes for up to ``--file-flush-interval-msec``; counting
+        from the files right after this sees every request Envoy has finished.
+        """
+        await self._request("POST", "/reopen_logs")
