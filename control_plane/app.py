@@ -142,25 +142,22 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[STORE] = store or create_store(settings.postgresql_url, settings.data_dir)
+    env = os.environ if environ is None else environ
+    app[XDS_CACHE] = SnapshotCache()
+    app[PIPELINE] = ConfigPipeline(app[XDS_CACHE], data_dir=settings.data_dir, environ=env)
     app[REGISTRY] = RegistryService(
         app[STORE],
         integrations_file=settings.integrations_file,
         rate_limits_file=settings.rate_limits_file,
         port_range=settings.listen_port_range,
+        precheck=app[PIPELINE].precheck,
     )
     app[PROBES] = ProbeBook()
-    env = os.environ if environ is None else environ
     app[PROBER] = Prober(
         app[PROBES],
         environ=env,
         schedule=ProbeSchedule.from_environ(env),
         admin=lambda: app[SIDECAR].admin(timeout=2.0),
-    )
-    app[XDS_CACHE] = SnapshotCache()
-    app[PIPELINE] = ConfigPipeline(
-        app[XDS_CACHE],
-        data_dir=settings.data_dir,
-        environ=os.environ if environ is None else environ,
     )
     app[SIDECAR] = SidecarLink(settings.envoy_node_id, settings.envoy_admin_port)
     checks: dict[str, health.Check] = {"envoy": _envoy_ready, "config": _config_acked}

@@ -8,6 +8,7 @@ rules), each located by file, line, column and JSON pointer.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,12 @@ from control_plane.registry.model import (
     Upstream,
 )
 from control_plane.registry.problems import Problem, RegistryError
-from control_plane.registry.schema import file_schema, integration_schema, rate_limits_schema
+from control_plane.registry.schema import (
+    DURATION_PATTERN,
+    file_schema,
+    integration_schema,
+    rate_limits_schema,
+)
 from control_plane.registry.validation import schema_problems
 from control_plane.registry.yamlmarks import MarkedDocument, load_marked
 
@@ -219,6 +225,28 @@ def _url_problem(url: str, upstream: Any) -> str | None:
     return None
 
 
+# google.protobuf.Duration's range: Envoy cannot take a longer duration (JSON Schema's
+# pattern cannot bound the number in "99999999999h").
+MAX_DURATION_S = 315_576_000_000
+
+
+def _duration_problems(
+    doc: MarkedDocument, value: Any, path: tuple[str | int, ...]
+) -> list[Problem]:
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _duration_problems(doc, v, (*path, k))]
+    if isinstance(value, str) and re.match(DURATION_PATTERN, value):
+        if parse_duration(value) > MAX_DURATION_S:
+            return [
+                doc.problem(
+                    path,
+                    f"duration {value!r} is longer than Envoy accepts",
+                    f"use at most {MAX_DURATION_S} seconds (about 10,000 years)",
+                )
+            ]
+    return []
+
+
 def _semantic_problems(doc: MarkedDocument, items: list[Any], rules: RateRules) -> list[Problem]:
     """Cross-item checks the schema cannot express: unique ids and ports, known rules."""
     problems: list[Problem] = []
@@ -228,6 +256,7 @@ def _semantic_problems(doc: MarkedDocument, items: list[Any], rules: RateRules) 
         if not isinstance(item, dict):
             continue
         base = ("integrations", index)
+        problems.extend(_duration_problems(doc, item.get("policies"), (*base, "policies")))
         ident = item.get("id")
         if isinstance(ident, str):
             if ident in ids:

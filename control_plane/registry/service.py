@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,9 @@ __all__ = ["DeclaredConflict", "RegistryService", "RegistryView", "ReloadResult"
 log = logging.getLogger(__name__)
 
 Listener = Callable[["RegistryView"], Awaitable[None] | None]
+# Raises RegistryError when a candidate registry cannot become Envoy configuration. Run
+# before anything is stored, so one bad integration can never block every later push.
+Precheck = Callable[[Sequence[Integration]], None]
 
 
 class DeclaredConflict(ConflictError):
@@ -76,8 +79,10 @@ class RegistryService:
         integrations_file: Path | None,
         rate_limits_file: Path | None = None,
         port_range: tuple[int, int] = (10000, 10999),
+        precheck: Precheck | None = None,
     ) -> None:
         self.store = store
+        self.precheck = precheck
         self.integrations_file = integrations_file
         self.rate_limits_file = rate_limits_file
         self.port_range = port_range
@@ -137,9 +142,11 @@ class RegistryService:
                 if self.rate_limits_file is not None:
                     self._rules = load_rate_limits(self.rate_limits_file)
                 declared = {i.id: i for i in self._load_file()}
-                clash = self._clashes(declared, await self._registered())
+                registered = await self._registered()
+                clash = self._clashes(declared, registered)
                 if clash:
                     raise RegistryError(clash, f"{self.integrations_file} is invalid")
+                self._check({**registered, **declared}.values())
             except RegistryError as exc:
                 self._file_digest = digest
                 self._file_error = exc
@@ -213,6 +220,7 @@ class RegistryService:
         async with self._lock:
             self._refuse_declared(item.id)
             port = await self._choose_port(item)
+            self._check_with(item.replace(listen_port=port))
             stored_doc = to_document(item.replace(listen_port=port), with_meta=False)
             # The event carries the version the store is about to assign (creates start at 1).
             event = self._event("integration.registered", item.replace(version=1), correlation_id)
@@ -244,6 +252,7 @@ class RegistryService:
             if current is None:
                 raise NotFoundError(f"no integration {integration_id!r}")
             port = await self._choose_port(item)
+            self._check_with(item.replace(listen_port=port))
             stored_doc = to_document(item.replace(listen_port=port), with_meta=False)
             updated = item.replace(version=expected_version + 1)
             event = self._event("integration.updated", updated, correlation_id)
@@ -268,6 +277,15 @@ class RegistryService:
             await self.store.delete(integration_id, expected_version, events=[event])
             await self.store.release_port(integration_id)
             await self._rebuild()
+
+    def _check(self, items: Iterable[Integration]) -> None:
+        if self.precheck is not None:
+            self.precheck(list(items))
+
+    def _check_with(self, item: Integration) -> None:
+        """Would ``item`` translate? Its resources reference only each other, and ports are
+        checked by ``_choose_port``, so checking it alone is enough (and cheap)."""
+        self._check([item])
 
     @staticmethod
     def _event(kind: str, item: Integration, correlation_id: str | None) -> OutboxEvent:

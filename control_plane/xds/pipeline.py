@@ -16,7 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from google.protobuf import json_format  # type: ignore[import-untyped]
+
 from control_plane.credentials import resolve_credentials
+from control_plane.registry.model import Integration
+from control_plane.registry.problems import Problem, RegistryError
 from control_plane.registry.service import RegistryView
 from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.snapshot import InconsistentSnapshot, Snapshot
@@ -99,6 +103,37 @@ class ConfigPipeline:
     def cache_path(self, integration_id: str) -> Path:
         generation = self.generations.cache.get(integration_id, 0)
         return self.cache_root.resolve() / integration_id / str(generation)
+
+    def precheck(self, items: Sequence[Integration]) -> None:
+        """Raise RegistryError when ``items`` would not translate into a consistent snapshot.
+
+        Runs before the registry stores anything. Credential values are stand-ins: only
+        the shape of the configuration is checked here, never a secret.
+        """
+        refs = {r.ref for i in items for r in i.credentials.values()}
+        for item in items:
+            tls = item.upstream.tls
+            refs.update(r.ref for r in (tls.ca_bundle, tls.client_cert, tls.client_key) if r)
+        stand_ins = {ref: "precheck" for ref in refs}
+        try:
+            resources = translate(list(items), stand_ins, self.options()).resources
+            Snapshot.build(resources)
+            for by_name in resources.values():
+                for message in by_name.values():
+                    # JSON printing checks well-known types (Duration range, …) that
+                    # binary serialization lets through and Envoy would reject.
+                    json_format.MessageToJson(message)
+        except (ValueError, InconsistentSnapshot, json_format.Error) as exc:
+            raise RegistryError(
+                [
+                    Problem(
+                        "",
+                        f"cannot be turned into Envoy configuration: {exc}",
+                        "change the value the message names",
+                    )
+                ],
+                "invalid integration",
+            ) from None
 
     async def apply(self, view: RegistryView) -> None:
         """Translate ``view`` and serve it; keep the last good snapshot on any error."""

@@ -8,9 +8,10 @@ delta client's ``initial_resource_versions`` can be compared directly after a re
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from google.protobuf.message import Message  # type: ignore[import-untyped]
@@ -83,13 +84,15 @@ class Snapshot:
     resources: Mapping[str, Mapping[str, Message]]
     versions: Mapping[str, Mapping[str, str]]
     version: str
+    # Set by build(): the (immutable) snapshot passed check(), so it need not run again.
+    checked: bool = field(default=False, compare=False)
 
     @classmethod
     def build(cls, resources: Mapping[str, Mapping[str, Message]]) -> Snapshot:
         """A snapshot of ``resources``; raises :class:`InconsistentSnapshot` if incomplete."""
         snapshot = cls.unchecked(resources)
         snapshot.check()
-        return snapshot
+        return dataclasses.replace(snapshot, checked=True)
 
     @classmethod
     def unchecked(cls, resources: Mapping[str, Mapping[str, Message]]) -> Snapshot:
@@ -157,6 +160,8 @@ class Snapshot:
 
     def check(self) -> None:
         """Raise :class:`InconsistentSnapshot` naming every missing reference."""
+        if self.checked:
+            return
         missing = self.missing()
         if missing:
             raise InconsistentSnapshot(missing)

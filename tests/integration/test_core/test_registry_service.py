@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from control_plane.registry.model import Integration
 from control_plane.registry.problems import RegistryError
 from control_plane.registry.service import DeclaredConflict, RegistryService, RegistryView
 from control_plane.store.protocol import ConflictError
@@ -135,3 +136,45 @@ async def test_declared_ports_persist_across_restarts(tmp_path: Path) -> None:
         ports.append({k: v.listen_port for k, v in registry.view.items.items()})
         await store.close()
     assert ports[0] == ports[1] == {"a": 10000, "b": 10001}
+
+
+async def test_precheck_refuses_what_envoy_could_not_take(tmp_path: Path) -> None:
+    """What Envoy could not take is refused before anything is stored, so it can never
+    block the configuration pushes that follow."""
+    import dataclasses
+
+    from control_plane.registry.loader import integration_from_document
+    from control_plane.registry.problems import Problem
+    from control_plane.xds.cache import SnapshotCache
+    from control_plane.xds.pipeline import ConfigPipeline
+
+    pipeline = ConfigPipeline(SnapshotCache(), data_dir=tmp_path / "data", environ={})
+    item = integration_from_document({**DOC, "listen_port": 10000}, source="registered")
+    pipeline.precheck([item])  # a good one passes
+    endless = item.replace(policies=dataclasses.replace(item.policies, timeout=1e15))
+    with pytest.raises(RegistryError, match="Envoy configuration"):
+        pipeline.precheck([endless])
+
+    def refuse(items: Sequence[Integration]) -> None:
+        if any(i.id == "refused" for i in items):
+            raise RegistryError([Problem("", "no")], "invalid integration")
+
+    store = SqliteStore(tmp_path / "registry.sqlite3")
+    await store.open()
+    try:
+        registry = RegistryService(store, integrations_file=None, precheck=refuse)
+        registry.subscribe(pipeline.apply)
+        await registry.start()
+        with pytest.raises(RegistryError):
+            await registry.create({**DOC, "id": "refused"})
+        assert await store.list() == []
+        assert await store.pending_events() == []
+        assert await store.port_assignments() == {}
+        with pytest.raises(RegistryError, match="longer than Envoy accepts"):
+            await registry.create({**DOC, "policies": {"timeout": "99999999999h"}})
+        created = await registry.create(DOC)
+        assert pipeline.state.error is None
+        assert pipeline.state.snapshot_version is not None
+        assert created.id in registry.view.items
+    finally:
+        await store.close()
