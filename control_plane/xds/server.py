@@ -257,7 +257,13 @@ class _DeltaState:
                 if available[name] not in (state.client.get(name), state.nacked.get(name))
             }
             removed = sorted(name for name in state.client if name not in available)
-            if not updates and not removed and state.answered:
+            # A refused resource that left the snapshot: the client never held it, so there
+            # is nothing to remove, but the node still stands on the NACK. Answer anyway so
+            # the client ACKs the current version instead of staying "nacked" for good.
+            withdrawn = [name for name in state.nacked if name not in available]
+            for name in withdrawn:
+                del state.nacked[name]
+            if not updates and not removed and not withdrawn and state.answered:
                 continue
             # Always answer the first request, even with nothing, so Envoy's init
             # manager does not sit out initial_fetch_timeout.
