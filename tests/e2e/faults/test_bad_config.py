@@ -137,7 +137,7 @@ async def test_rejected_config_nack_recorded_envoy_keeps_serving_no_push_loop(
             posted = time.monotonic()
 
             async def nacked() -> bool:
-                return (await _listener_state(api, "clash"))["state"] == "nacked"
+                return bool((await _listener_state(api, "clash"))["state"] == "nacked")
 
             await wait_until(nacked, deadline_s=10, message="NACK recorded")
             nack_s = time.monotonic() - posted
