@@ -230,12 +230,30 @@ def _url_problem(url: str, upstream: Any) -> str | None:
 MAX_DURATION_S = 315_576_000_000
 
 
+# Policy fields holding a duration (a bare number there is seconds, elsewhere a count).
+_DURATION_FIELDS = frozenset(
+    {
+        "timeout",
+        "connect_timeout",
+        "per_try_timeout",
+        "retry_after_max",
+        "per",
+        "interval",
+        "base_ejection_time",
+        "max_ejection_time",
+    }
+)
+
+
 def _duration_problems(
     doc: MarkedDocument, value: Any, path: tuple[str | int, ...]
 ) -> list[Problem]:
     if isinstance(value, dict):
         return [p for k, v in value.items() for p in _duration_problems(doc, v, (*path, k))]
-    if isinstance(value, str) and re.match(DURATION_PATTERN, value):
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if (isinstance(value, str) and re.match(DURATION_PATTERN, value)) or (
+        is_number and path and path[-1] in _DURATION_FIELDS
+    ):
         if parse_duration(value) > MAX_DURATION_S:
             return [
                 doc.problem(
@@ -244,7 +262,41 @@ def _duration_problems(
                     f"use at most {MAX_DURATION_S} seconds (about 10,000 years)",
                 )
             ]
+        # Envoy gets milliseconds; a zero timeout or interval is refused (connect_timeout
+        # "must be greater than 0s"), and the whole update would be NACKed.
+        if round(parse_duration(value) * 1000) == 0:
+            return [
+                doc.problem(
+                    path,
+                    f"duration {value!r} is shorter than 1 ms",
+                    "give a positive duration of at least 1ms, or omit it for the default",
+                )
+            ]
     return []
+
+
+def _ejection_problems(
+    doc: MarkedDocument, policies: Any, path: tuple[str | int, ...]
+) -> list[Problem]:
+    """Envoy refuses a cluster whose max_ejection_time is below its base_ejection_time."""
+    od = policies.get("outlier_detection") if isinstance(policies, dict) else None
+    if not isinstance(od, dict):
+        return []
+    defaults = OutlierDetection()
+    try:
+        base = parse_duration(od.get("base_ejection_time", defaults.base_ejection_time))
+        most = parse_duration(od.get("max_ejection_time", defaults.max_ejection_time))
+    except (TypeError, ValueError):
+        return []  # the schema reports malformed durations
+    if most >= base:
+        return []
+    return [
+        doc.problem(
+            (*path, "outlier_detection", "max_ejection_time"),
+            f"max_ejection_time ({most:g}s) is shorter than base_ejection_time ({base:g}s)",
+            "make max_ejection_time at least base_ejection_time (defaults: 30s and 300s)",
+        )
+    ]
 
 
 def _semantic_problems(doc: MarkedDocument, items: list[Any], rules: RateRules) -> list[Problem]:
@@ -257,6 +309,7 @@ def _semantic_problems(doc: MarkedDocument, items: list[Any], rules: RateRules) 
             continue
         base = ("integrations", index)
         problems.extend(_duration_problems(doc, item.get("policies"), (*base, "policies")))
+        problems.extend(_ejection_problems(doc, item.get("policies"), (*base, "policies")))
         ident = item.get("id")
         if isinstance(ident, str):
             if ident in ids:

@@ -53,5 +53,5 @@ def write_entry(path: Path, fault: str, entry: Mapping[str, Any]) -> None:
         }
         data["updated_at"] = data["faults"][fault]["recorded_at"]
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         tmp.replace(path)

@@ -8,6 +8,7 @@ first write after PostgreSQL is back succeeds without a restart.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from tests.support.waiting import wait_until
 pytestmark = [pytest.mark.envoy, pytest.mark.postgres]
 
 READS = 20
+OUTAGE_S = 2.0
 WRITES = 6
 
 
@@ -83,6 +85,10 @@ async def test_reads_from_memory_writes_503_and_recovery_without_restart(
             reads.append(await api.get("/integrations"))
             reads.append(await api.get("/integrations/kept/status"))
         writes = await _writes(api, upstream.url, ports)
+        await asyncio.sleep(OUTAGE_S)  # a real gap: pooled connections are dead by now
+        for _ in range(READS // 2):
+            reads.append(await api.get("/integrations"))
+            reads.append(await api.get("/integrations/kept/status"))
         ready = await api.get("/health/ready")
         async with aiohttp.ClientSession() as session:
             traffic = [
