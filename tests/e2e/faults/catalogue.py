@@ -27,7 +27,8 @@ FAULTS: dict[str, Fault] = {
     "envoy_sigkill": Fault(
         "Envoy killed (kill -9 of the pid in `<data_dir>/envoy/envoy.pid`, embedded mode)",
         "The supervisor restarts Envoy, which reconverges to the current version; "
-        "`/health/ready` answers 503 in between and 200 after.",
+        "`/health/ready` answers 503 in between and 200 after. Envoy is the data path: "
+        "requests through the sidecar fail only until the new Envoy has its listeners.",
         "test_envoy_kill.py",
     ),
     "postgres_outage": Fault(

@@ -17,6 +17,24 @@ from tests.e2e.faults.ledger import REPO, ledger_path, read_ledger
 
 __all__ = ["main", "render"]
 
+FOOTER = """
+## What the suite found
+
+Faults this suite (and its property tests, `tests/unit/test_properties/`) exposed in the
+product, each fixed in the commit that added the test showing it:
+
+- An empty registry never produced a snapshot, so a fresh control plane with no
+  integrations was never ready (`/health/ready` 503 for ever).
+- After a NACK, removing the offending integration left the node "nacked" for good (delta
+  xDS sent nothing, so Envoy never ACKed the new version): readiness stayed 503.
+- The embedded supervisor drained Envoy with the default *gradual* strategy for 1 s before
+  SIGTERM; no response carried `Connection: close` in that window. It now uses
+  `--drain-strategy immediate`, as the Kubernetes manifest does.
+- Documents that validated but that Envoy refused (so the whole update was NACKed):
+  durations that round to 0 ms (e.g. `connect_timeout: 0s`) and an outlier
+  `max_ejection_time` below `base_ejection_time`. Both are validation errors now.
+"""
+
 # Figure names as a reader wants them; anything not listed is shown with spaces for "_".
 LABELS = {
     "requests_sent": "requests sent",
@@ -89,7 +107,7 @@ def render(ledger: Mapping[str, Any]) -> str:
     recorded = sorted(str(e.get("recorded_at", "")) for e in entries.values() if e)
     if recorded:
         lines += ["", f"Recorded between {recorded[0]} and {recorded[-1]} (UTC)."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + FOOTER
 
 
 def main(argv: Sequence[str] | None = None) -> int:
