@@ -36,6 +36,7 @@ from control_plane.observability.logging import configure_logging
 from control_plane.prober import Prober, ProbeSchedule, running_prober
 from control_plane.probes import ProbeBook
 from control_plane.registry.service import RegistryService
+from control_plane.security.install import install_security
 from control_plane.settings import Settings
 from control_plane.sidecar.accesslog import CacheLedger
 from control_plane.sidecar.bootstrap import render_bootstrap
@@ -169,6 +170,7 @@ def create_app(
     app.cleanup_ctx.append(_xds_ctx)
     app.cleanup_ctx.append(_envoy_ctx(with_envoy))
     app.cleanup_ctx.append(_prober_ctx)
+    install_security(app, settings, os.environ if environ is None else environ)
     install_events(app)  # after the store/registry contexts: started later, stopped sooner
     install_consul(app)  # last: registered when all is up, deregistered first on shutdown
     app.add_routes(health.routes)

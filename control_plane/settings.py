@@ -47,6 +47,22 @@ class Settings:
     auth0_domain: str | None = None
     auth0_client_id: str | None = None
     auth0_audience: str | None = None
+    # Management-API security (docs/security.md). ``auth`` is "enabled" unless explicitly
+    # "disabled"; ``admin_key`` is a secret *reference* (env:NAME / file:/path).
+    auth: str = "enabled"
+    admin_key: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_algorithms: str = "RS256,ES256"
+    jwt_roles_claim: str = "https://integration-service/roles"
+    jwt_tenant_claim: str = "https://integration-service/tenant"
+    jwt_leeway: int = 10
+    jwt_jwks_min_refetch: int = 30
+    api_rate_limit: int = 20
+    api_rate_burst: int = 100
+    metrics_auth: bool = False
+    upstream_allowlist: str = ""
 
     def describe(self) -> dict[str, Any]:
         """Settings safe to log or show: URLs lose their passwords."""
@@ -93,6 +109,20 @@ ENV_NAMES: Mapping[str, str] = {
     "auth0_domain": "AUTH0_DOMAIN",
     "auth0_client_id": "AUTH0_CLIENT_ID",
     "auth0_audience": "AUTH0_AUDIENCE",
+    "auth": "INTEGRATION_SERVICE_AUTH",
+    "admin_key": "INTEGRATION_SERVICE_ADMIN_KEY",
+    "jwt_issuer": "INTEGRATION_SERVICE_JWT_ISSUER",
+    "jwt_audience": "INTEGRATION_SERVICE_JWT_AUDIENCE",
+    "jwt_jwks_url": "INTEGRATION_SERVICE_JWT_JWKS_URL",
+    "jwt_algorithms": "INTEGRATION_SERVICE_JWT_ALGORITHMS",
+    "jwt_roles_claim": "INTEGRATION_SERVICE_JWT_ROLES_CLAIM",
+    "jwt_tenant_claim": "INTEGRATION_SERVICE_JWT_TENANT_CLAIM",
+    "jwt_leeway": "INTEGRATION_SERVICE_JWT_LEEWAY",
+    "jwt_jwks_min_refetch": "INTEGRATION_SERVICE_JWT_JWKS_MIN_REFETCH",
+    "api_rate_limit": "INTEGRATION_SERVICE_API_RATE_LIMIT",
+    "api_rate_burst": "INTEGRATION_SERVICE_API_RATE_BURST",
+    "metrics_auth": "INTEGRATION_SERVICE_METRICS_AUTH",
+    "upstream_allowlist": "INTEGRATION_SERVICE_UPSTREAM_ALLOWLIST",
 }
 
 
@@ -121,6 +151,12 @@ def _convert(name: str, raw: Any, origin: str) -> Any:
             return value
         if isinstance(default, Path):
             return Path(str(raw))
+        if name == "upstream_allowlist" and isinstance(raw, list):
+            return ",".join(str(x).strip() for x in raw)
+        if name == "auth":
+            if str(raw).strip().lower() not in ("enabled", "disabled"):
+                raise ValueError
+            return str(raw).strip().lower()
         if name == "log_format" and str(raw) not in ("json", "console"):
             raise ValueError
         if name == "log_level":
@@ -130,6 +166,7 @@ def _convert(name: str, raw: Any, origin: str) -> Any:
         hint = {
             "listen_port_range": "write LOW-HIGH, e.g. 10000-10999",
             "log_format": "use json or console",
+            "auth": "use enabled or disabled (disabled only for local development)",
         }.get(name, f"expected a value like {default!r}")
         raise RegistryError(
             [Problem(f"/{name}", f"invalid value for {name} (from {origin})", hint, file=origin)],

@@ -17,6 +17,8 @@ from control_plane.api.middleware import PreconditionFailed
 from control_plane.api.problems import problem_response
 from control_plane.observability.logging import REQUEST_ID
 from control_plane.registry.model import Integration, to_document
+from control_plane.security.admission import admit_integration
+from control_plane.security.context import sees
 from control_plane.store.protocol import NotFoundError
 
 __all__ = ["etag_of", "integration_body", "routes"]
@@ -119,6 +121,7 @@ async def list_integrations(request: web.Request) -> web.Response:
             reason="query parameter 'health' must be healthy, unhealthy or unknown"
         )
     probes = request.app[PROBES]
+    items = [i for i in items if sees(request, i.tenant)]  # other tenants' do not exist
     if kind:
         items = [i for i in items if i.kind == kind]
     if tenant:
@@ -148,6 +151,7 @@ async def create_integration(request: web.Request) -> web.Response:
     document = await _json_body(request)
     if not isinstance(document, dict):
         return problem_response(422, "the body must be a JSON object (an integration document)")
+    document = await admit_integration(request, document)  # tenant scope, SSRF guard
     item = await request.app[REGISTRY].create(document, correlation_id=REQUEST_ID.get())
     location = f"/integrations/{item.id}"
     return _json(
@@ -175,6 +179,7 @@ async def update_integration(request: web.Request) -> web.Response:
         return problem_response(
             422, "the id in the body differs from the URL; ids cannot be changed (create a new one)"
         )
+    document = await admit_integration(request, document, current_tenant=item.tenant)
     updated = await request.app[REGISTRY].update(
         item.id, {**document, "id": item.id}, version, correlation_id=REQUEST_ID.get()
     )

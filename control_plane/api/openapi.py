@@ -20,6 +20,7 @@ from aiohttp import web
 
 from control_plane.api.openapi_schemas import component_schemas
 from control_plane.registry.model import KINDS
+from control_plane.security.openapi import add_security
 
 __all__ = ["main", "openapi_document", "routes"]
 
@@ -483,7 +484,7 @@ def _document() -> Json:
         response.setdefault("headers", {})
         response["headers"]["X-Request-ID"] = _ref("headers", "X-Request-ID")
         response["headers"]["traceparent"] = _ref("headers", "traceparent")
-    return {
+    document: Json = {
         "openapi": "3.1.0",
         "info": {
             "title": "Integration Service management API",
@@ -507,6 +508,7 @@ def _document() -> Json:
             "headers": copy.deepcopy(_HEADERS),
         },
     }
+    return add_security(document)  # auth schemes, /api-keys, /audit, 401/403/429
 
 
 def openapi_document() -> Json:

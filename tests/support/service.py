@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -35,8 +36,14 @@ class ServiceProcess:
         embedded: bool = False,
         xds_port: int | None = None,
         envoy_admin_port: int = 0,
+        auth: bool = False,
     ) -> None:
         self.workdir = workdir
+        # auth=False disables authentication explicitly (the service says so in a header);
+        # auth=True configures a known global admin key, sent by ``admin_headers``.
+        self.auth = auth
+        self.admin_key = f"isk_e2eadmin_{secrets.token_urlsafe(32)}"
+        self.admin_headers = {"Authorization": f"Bearer {self.admin_key}"} if auth else {}
         workdir.mkdir(parents=True, exist_ok=True)
         self.integrations_file = workdir / "integrations.yaml"
         self.integrations_file.write_text(integrations_yaml)
@@ -74,8 +81,15 @@ class ServiceProcess:
                 # No background probes through the sidecar unless a test asks (env): they
                 # would spend rate-limit tokens and add upstream requests tests count.
                 "INTEGRATION_SERVICE_PROBE_ENABLED": "false",
+                # Tests' upstreams live on loopback, which the SSRF guard refuses otherwise.
+                "INTEGRATION_SERVICE_UPSTREAM_ALLOWLIST": "127.0.0.0/8",
             }
         )
+        if self.auth:
+            env["INTEGRATION_SERVICE_ADMIN_KEY"] = "env:E2E_ADMIN_KEY"
+            env["E2E_ADMIN_KEY"] = self.admin_key
+        else:
+            env["INTEGRATION_SERVICE_AUTH"] = "disabled"
         env.update(self.extra_env)
         return env
 

@@ -37,6 +37,7 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
         rate_limits_file=config / "rate_limits.yaml",
         xds_port=0,
         envoy_admin_port=0,
+        auth="disabled",  # explicit: these tests exercise the API, not auth
     )
     app = create_app(settings, environ={"WEATHER_KEY": "wk-secret-value-123"})
     async with TestClient(TestServer(app)) as test_client:

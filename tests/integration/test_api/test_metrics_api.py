@@ -35,6 +35,7 @@ def _app(tmp_path: Path) -> web.Application:
         rate_limits_file=config / "rate_limits.yaml",
         xds_port=0,
         envoy_admin_port=0,
+        auth="disabled",  # explicit: these tests exercise the API, not auth
     )
     return create_app(settings, environ={})
 

@@ -129,6 +129,7 @@ class LiveServer:
             rate_limits_file=config / "rate_limits.yaml",
             xds_port=0,
             envoy_admin_port=admin_port,
+            auth="disabled",  # explicit: this run fuzzes the API, not authentication
         )
         environ = {
             "STRIPE_SECRET_KEY": "sk_test_never_shown",
