@@ -72,9 +72,14 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
+        # Python 3.11's wait_for returns the inner result and drops a cancel that lands as
+        # its inner wait completes (https://github.com/python/cpython/issues/86296), and
+        # _run would then loop on: cancel until the task has really ended.
+        while task is not None and not task.done():
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.wait({task}, timeout=0.5)
+        if task is not None and not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not warn about it
 
     def state(self) -> dict[str, Any]:
         return {**self.stats, "last_error": self.last_error, "running": self._task is not None}
