@@ -113,7 +113,8 @@ def resolve_secret_reference(ref: str, environ: Mapping[str, str]) -> str:
             return Path(target).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ValueError(f"admin_key {ref}: cannot read {target}: {exc.strerror}") from None
-    raise ValueError(f"admin_key must be a secret reference env:NAME or file:/path, got {ref!r}")
+    # The value is not echoed: a literal key pasted here must not reach a terminal or log.
+    raise ValueError("admin_key must be a secret reference env:NAME or file:/path, not a value")
 
 
 def load_admin_key(ref: str | None, environ: Mapping[str, str]) -> str | None:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from aiohttp import web
 
 from control_plane.api.keys import STORE
+from control_plane.registry.problems import Problem, RegistryError
 from control_plane.security import audit, key_routes
 from control_plane.security.api_keys import (
     ApiKeyAuthenticator,
@@ -62,11 +63,16 @@ async def _add_auth_disabled_header(request: web.Request, response: web.StreamRe
 def install_security(app: web.Application, settings: Settings, environ: Mapping[str, str]) -> None:
     enabled = settings.auth != "disabled"
     config = jwt_config(settings) if enabled else None
+    try:
+        admin_key_hash = load_admin_key(settings.admin_key, environ) if enabled else None
+    except ValueError as exc:
+        fix = (
+            "set INTEGRATION_SERVICE_ADMIN_KEY to env:NAME or file:/path of a key of 24+ characters"
+        )
+        raise RegistryError([Problem("/admin_key", str(exc), fix)], "invalid settings") from None
     context = SecurityContext(
         enabled=enabled,
-        api_keys=ApiKeyAuthenticator(
-            app[STORE], load_admin_key(settings.admin_key, environ) if enabled else None
-        ),
+        api_keys=ApiKeyAuthenticator(app[STORE], admin_key_hash),
         jwt=JwtVerifier(config) if config else None,
         limiter=RateLimiter(float(settings.api_rate_limit), settings.api_rate_burst),
         guard=UpstreamGuard(Allowlist.parse(settings.upstream_allowlist)),
