@@ -145,6 +145,7 @@ async def _drive(
         "listen_port": ports["created"],
     }
     created, headers = await api.call("POST", "/integrations", 201, json=doc)
+    assert created["version"] == 1
     assert headers["Location"] == "/integrations/created"
     _, headers = await api.call("GET", "/integrations/{integration_id}", 200, ident="created")
     etag = headers["ETag"]
@@ -164,8 +165,12 @@ async def _drive(
         json=doc,
         headers={"If-Match": etag},
     )
+
+    async def serves() -> bool:
+        return await _sidecar(session, ports["created"]) == 200
+
     await wait_until(
-        lambda: _sidecar(session, ports["created"]),
+        serves,
         deadline_s=10,
         message="created integration serves",
     )
