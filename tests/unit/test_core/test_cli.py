@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -77,3 +79,21 @@ def test_help_lists_every_command() -> None:
     result = _cli("--help")
     for command in ("validate", "render", "run", "test"):
         assert command in result.stdout
+
+
+@pytest.mark.envoy
+def test_render_envoy_is_accepted_by_envoy(tmp_path: Path) -> None:
+    from control_plane.sidecar.binary import find_envoy_binary
+
+    result = _cli("render", "--format", "envoy")
+    assert result.returncode == 0, result.stderr
+    config = tmp_path / "static.json"
+    config.write_text(result.stdout)
+    check = subprocess.run(
+        [str(find_envoy_binary()), "--mode", "validate", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
