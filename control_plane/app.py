@@ -157,7 +157,7 @@ def create_app(
     app[PROBER] = Prober(
         app[PROBES],
         environ=env,
-        schedule=ProbeSchedule.from_environ(env),
+        schedule=ProbeSchedule.from_environ(env, ProbeSchedule.from_settings(settings)),
         admin=lambda: app[SIDECAR].admin(timeout=2.0),
     )
     app[SIDECAR] = SidecarLink(settings.envoy_node_id, settings.envoy_admin_port)

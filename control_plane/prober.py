@@ -28,6 +28,7 @@ from control_plane.probes import HealthState, ProbeBook, ProbeResult
 from control_plane.registry.model import CredentialRef, Integration
 from control_plane.registry.problems import Problem, RegistryError
 from control_plane.registry.service import RegistryView
+from control_plane.settings import Settings
 from control_plane.sidecar.admin import EnvoyAdmin, EnvoyAdminError
 
 __all__ = [
@@ -77,8 +78,21 @@ class ProbeSchedule:
     unhealthy_threshold: int = 2
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> ProbeSchedule:
-        values: dict[str, object] = {}
+    def from_settings(cls, settings: Settings) -> ProbeSchedule:
+        return cls(
+            enabled=settings.probe_enabled,
+            interval_s=settings.probe_interval,
+            timeout_s=settings.probe_timeout,
+            healthy_threshold=settings.probe_healthy_threshold,
+            unhealthy_threshold=settings.probe_unhealthy_threshold,
+        )
+
+    @classmethod
+    def from_environ(
+        cls, environ: Mapping[str, str], base: ProbeSchedule | None = None
+    ) -> ProbeSchedule:
+        """``base`` (the settings file's values) overlaid by the environment (env wins)."""
+        values: dict[str, object] = dataclasses.asdict(base) if base is not None else {}
         for name, env in PROBE_ENV_NAMES.items():
             raw = environ.get(env, "").strip()
             if not raw:

@@ -63,6 +63,12 @@ class Settings:
     api_rate_burst: int = 100
     metrics_auth: bool = False
     upstream_allowlist: str = ""
+    # Periodic probes through the sidecar (control_plane.prober.ProbeSchedule).
+    probe_enabled: bool = True
+    probe_interval: float = 30.0
+    probe_timeout: float = 10.0
+    probe_healthy_threshold: int = 1
+    probe_unhealthy_threshold: int = 2
 
     def describe(self) -> dict[str, Any]:
         """Settings safe to log or show: URLs lose their passwords."""
@@ -123,6 +129,11 @@ ENV_NAMES: Mapping[str, str] = {
     "api_rate_burst": "INTEGRATION_SERVICE_API_RATE_BURST",
     "metrics_auth": "INTEGRATION_SERVICE_METRICS_AUTH",
     "upstream_allowlist": "INTEGRATION_SERVICE_UPSTREAM_ALLOWLIST",
+    "probe_enabled": "INTEGRATION_SERVICE_PROBE_ENABLED",
+    "probe_interval": "INTEGRATION_SERVICE_PROBE_INTERVAL",
+    "probe_timeout": "INTEGRATION_SERVICE_PROBE_TIMEOUT",
+    "probe_healthy_threshold": "INTEGRATION_SERVICE_PROBE_HEALTHY_THRESHOLD",
+    "probe_unhealthy_threshold": "INTEGRATION_SERVICE_PROBE_UNHEALTHY_THRESHOLD",
 }
 
 
@@ -144,9 +155,16 @@ def _convert(name: str, raw: Any, origin: str) -> Any:
             if text in _FALSE:
                 return False
             raise ValueError
+        if isinstance(default, float):
+            number = float(raw)
+            if not number > 0:
+                raise ValueError
+            return number
         if isinstance(default, int):
             value = int(raw)
             if name.endswith("port") and not 0 <= value <= 65535:
+                raise ValueError
+            if name.startswith("probe_") and value < 1:
                 raise ValueError
             return value
         if isinstance(default, Path):

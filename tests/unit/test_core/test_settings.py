@@ -43,3 +43,23 @@ def test_describe_redacts_passwords(tmp_path: Path) -> None:
     )
     assert "hunter2" not in str(settings.describe())
     assert redact_url("redis://:pw@h:6379") == "redis://:***@h:6379"
+
+
+def test_probe_schedule_from_file_overlaid_by_env(tmp_path: Path) -> None:
+    from control_plane.prober import ProbeSchedule
+
+    cfg = tmp_path / "service.yaml"
+    cfg.write_text("probe_interval: 5\nprobe_unhealthy_threshold: 3\n")
+    env = {"INTEGRATION_SERVICE_PROBE_INTERVAL": "2.5"}
+    settings = load_settings(env, cfg)
+    schedule = ProbeSchedule.from_environ(env, ProbeSchedule.from_settings(settings))
+    assert (schedule.interval_s, schedule.unhealthy_threshold, schedule.timeout_s) == (2.5, 3, 10.0)
+    with pytest.raises(RegistryError, match="INTEGRATION_SERVICE_PROBE_TIMEOUT"):
+        load_settings({"INTEGRATION_SERVICE_PROBE_TIMEOUT": "-1"}, cfg)
+
+
+def test_example_service_config_loads() -> None:
+    root = Path(__file__).resolve().parents[3]
+    settings = load_settings({}, root / "config" / "integration_service.yaml")
+    assert settings.port == 8002
+    assert settings.probe_interval == 30.0
