@@ -14,12 +14,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from tests.support.envoy import dynamic_listeners, running_envoy
+from tests.support.envoy import dynamic_listeners
 from tests.support.ports import free_port
-from tests.support.service import ServiceProcess
+from tests.support.stack import Stack, running_stack
 from tests.support.upstream import Upstream, running_upstream
 from tests.support.waiting import wait_until
 
@@ -29,17 +28,9 @@ SECRET = "sk_test_cache_9fQ2xLm4"
 GETS = 5
 
 
-class Stack:
-    def __init__(self, service: ServiceProcess, ports: dict[str, int]) -> None:
-        self.service = service
-        self.ports = ports
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-
-    def sidecar(self, ident: str, path: str) -> str:
-        return f"http://127.0.0.1:{self.ports[ident]}{path}"
-
+class CacheStack(Stack):
     async def cache(self, ident: str) -> dict[str, Any]:
-        async with self.session.get(f"{self.service.base_url}/integrations/{ident}/cache") as r:
+        async with self.session.get(self.api(f"/integrations/{ident}/cache")) as r:
             assert r.status == 200, await r.text()
             body: dict[str, Any] = await r.json()
             return body
@@ -51,7 +42,7 @@ class Stack:
 
 
 @asynccontextmanager
-async def stack(tmp_path: Path) -> AsyncIterator[tuple[Stack, Upstream, Any]]:
+async def stack(tmp_path: Path) -> AsyncIterator[tuple[CacheStack, Upstream]]:
     ports = {name: free_port() for name in ("cached", "other")}
     async with running_upstream(cache_control="max-age=60") as upstream:
         registry = f"""
@@ -70,32 +61,15 @@ integrations:
     policies:
       cache: {{enabled: true}}
 """
-        xds_port = free_port()
-        async with running_envoy(
-            tmp_path / "envoy", node_id="e2e-node", xds_port=xds_port, delta=True
-        ) as envoy:
-            assert envoy.admin_url is not None
-            service = ServiceProcess(
-                tmp_path / "cp",
-                registry,
-                env={"E2E_CACHE_KEY": SECRET},
-                xds_port=xds_port,
-                envoy_admin_port=int(envoy.admin_url.rsplit(":", 1)[1]),
-            )
-            service.start()
-            result = Stack(service, ports)
-            try:
-                await service.wait_ready()
-                yield result, upstream, envoy
-            finally:
-                await result.session.close()
-                service.stop()
+        async with running_stack(
+            tmp_path, registry, env={"E2E_CACHE_KEY": SECRET}, ports=ports
+        ) as s:
+            yield CacheStack(s.service, s.envoy, s.session, s.ports), upstream
 
 
 async def test_hits_misses_entries_and_clear(tmp_path: Path) -> None:
-    async with stack(tmp_path) as (s, upstream, envoy):
-        async with envoy.admin() as admin:
-            listeners = dynamic_listeners(await admin.config_dump())
+    async with stack(tmp_path) as (s, upstream):
+        listeners = dynamic_listeners(await s.config_dump())
         assert {"cached", "cached_cache_fill", "other", "other_cache_fill"} <= set(listeners)
 
         codes = [await s.get("cached", "/v1/prices") for _ in range(GETS)]

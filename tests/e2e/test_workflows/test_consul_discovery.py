@@ -7,18 +7,15 @@ endpoint (``/clusters``) and the traffic through the sidecar.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from control_plane.discovery.consul import ConsulClient
 from control_plane.sidecar.supervisor import EnvoySupervisor
 from tests.support.consul import running_consul
-from tests.support.envoy import running_envoy
 from tests.support.ports import free_port
-from tests.support.service import ServiceProcess
+from tests.support.stack import running_stack
 from tests.support.upstream import running_upstream
 from tests.support.waiting import wait_until
 
@@ -54,53 +51,38 @@ integrations:
         await client.register(
             {"ID": "catalog-1", "Name": "catalog", "Address": "127.0.0.1", "Port": first.port}
         )
-        xds_port = free_port()
-        async with running_envoy(
-            tmp_path / "envoy", node_id="e2e-node", xds_port=xds_port, delta=True
-        ) as envoy:
-            assert envoy.admin_url is not None
-            service = ServiceProcess(
-                tmp_path / "cp",
-                registry,
-                env={"CONSUL_HOST": "127.0.0.1", "CONSUL_PORT": str(consul.port)},
-                xds_port=xds_port,
-                envoy_admin_port=int(envoy.admin_url.rsplit(":", 1)[1]),
-            )
-            service.start()
-            try:
-                await service.wait_ready()
+        env = {"CONSUL_HOST": "127.0.0.1", "CONSUL_PORT": str(consul.port)}
+        try:
+            async with running_stack(tmp_path, registry, env=env) as stack:
 
                 async def has_hosts() -> bool:
-                    return bool(await _hosts(envoy, "catalog"))
+                    return bool(await _hosts(stack.envoy, "catalog"))
 
                 await wait_until(
                     has_hosts,
                     deadline_s=10,
                     message="first endpoint in Envoy",
                 )
-                assert await _hosts(envoy, "catalog") == [f"127.0.0.1:{first.port}"]
+                assert await _hosts(stack.envoy, "catalog") == [f"127.0.0.1:{first.port}"]
                 sidecar = f"http://127.0.0.1:{listen_port}/orders"
-                async with aiohttp.ClientSession() as session:
-                    async with session.get(sidecar) as answer:
-                        assert answer.status == 200
-                    assert first.requests and not second.requests
+                async with stack.session.get(sidecar) as answer:
+                    assert answer.status == 200
+                assert first.requests and not second.requests
 
-                    await client.register(
-                        {"ID": "catalog-2", "Name": "catalog", "Address": "127.0.0.1",
-                         "Port": second.port}
-                    )  # fmt: skip
-                    await client.deregister("catalog-1")
+                await client.register(
+                    {"ID": "catalog-2", "Name": "catalog", "Address": "127.0.0.1",
+                     "Port": second.port}
+                )  # fmt: skip
+                await client.deregister("catalog-1")
 
-                    async def moved() -> bool:
-                        return await _hosts(envoy, "catalog") == [f"127.0.0.1:{second.port}"]
+                async def moved() -> bool:
+                    return await _hosts(stack.envoy, "catalog") == [f"127.0.0.1:{second.port}"]
 
-                    await wait_until(moved, deadline_s=10, message="endpoint moved")
-                    async with session.get(sidecar) as answer:
-                        assert answer.status == 200
-                    assert second.requests, "traffic follows the catalog"
+                await wait_until(moved, deadline_s=10, message="endpoint moved")
+                async with stack.session.get(sidecar) as answer:
+                    assert answer.status == 200
+                assert second.requests, "traffic follows the catalog"
                 assert consul.blocking_queries >= 1
-            finally:
-                await client.close()
-                # In a thread: the fake agent on this loop must answer the deregistration.
-                await asyncio.to_thread(service.stop)
+        finally:
+            await client.close()
         assert not any(s.startswith("integration-service-") for s in consul.services)

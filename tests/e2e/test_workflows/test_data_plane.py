@@ -10,15 +10,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 
-from control_plane.sidecar.supervisor import EnvoySupervisor
-from tests.support.envoy import dynamic_listeners, running_envoy
+from tests.support.envoy import dynamic_listeners
 from tests.support.ports import free_port
-from tests.support.service import ServiceProcess
+from tests.support.stack import Stack, running_stack
 from tests.support.upstream import Upstream, running_upstream
 from tests.support.waiting import wait_until
 
@@ -58,61 +55,23 @@ integrations:
 """
 
 
-class Stack:
-    def __init__(self, service: ServiceProcess, envoy: EnvoySupervisor, ports: dict[str, int]):
-        self.service = service
-        self.envoy = envoy
-        self.ports = ports
-        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-
-    def sidecar(self, ident: str, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.ports[ident]}{path}"
-
-    def api(self, path: str) -> str:
-        return self.service.base_url + path
-
-    async def get_json(self, url: str) -> Any:
-        async with self.session.get(url) as response:
-            assert response.status == 200, await response.text()
-            return await response.json()
-
-    async def config_dump(self) -> dict[str, Any]:
-        async with self.envoy.admin() as admin:
-            return await admin.config_dump()
-
-    async def stats(self) -> dict[str, int | float]:
-        async with self.envoy.admin() as admin:
-            return await admin.stats()
-
-
 @asynccontextmanager
 async def stack(
     tmp_path: Path, *, delta: bool = True
 ) -> AsyncIterator[tuple[Stack, Upstream, Upstream]]:
     ports = {name: free_port() for name in ("echo", "limited", "flaky", "disabled")}
-    async with running_upstream() as ok, running_upstream() as flaky:
-        xds_port = free_port()
-        async with running_envoy(
-            tmp_path / "envoy", node_id="e2e-node", xds_port=xds_port, delta=delta
-        ) as envoy:
-            assert envoy.admin_url is not None
-            admin_port = int(envoy.admin_url.rsplit(":", 1)[1])
-            service = ServiceProcess(
-                tmp_path / "cp",
-                _registry(ok, flaky, ports),
-                env={"E2E_STRIPE_KEY": SECRET},
-                delta=delta,
-                xds_port=xds_port,
-                envoy_admin_port=admin_port,
-            )
-            service.start()
-            result = Stack(service, envoy, ports)
-            try:
-                await service.wait_ready()
-                yield result, ok, flaky
-            finally:
-                await result.session.close()
-                service.stop()
+    async with (
+        running_upstream() as ok,
+        running_upstream() as flaky,
+        running_stack(
+            tmp_path,
+            _registry(ok, flaky, ports),
+            env={"E2E_STRIPE_KEY": SECRET},
+            delta=delta,
+            ports=ports,
+        ) as s,
+    ):
+        yield s, ok, flaky
 
 
 @pytest.mark.parametrize("delta", [True, False], ids=["delta", "sotw"])

@@ -7,14 +7,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from control_plane.events.bus import Message
 from control_plane.events.redis_bus import RedisBus
-from tests.support.envoy import running_envoy
 from tests.support.ports import free_port
-from tests.support.service import ServiceProcess
+from tests.support.stack import running_stack
 from tests.support.upstream import running_upstream
 from tests.support.waiting import wait_until
 
@@ -38,8 +36,9 @@ async def test_rate_limit_breaker_and_health_events(tmp_path: Path, redis_url: s
     subscriber = RedisBus(redis_url)
     subscriber.subscribe(["integration.*"], collect)
     await subscriber.start()
-    async with running_upstream() as ok, running_upstream(status=503) as bad:
-        registry = f"""
+    try:
+        async with running_upstream() as ok, running_upstream(status=503) as bad:
+            registry = f"""
 integrations:
   - id: {limited}
     kind: http
@@ -56,31 +55,17 @@ integrations:
       retries: {{max_retries: 0}}
       outlier_detection: {{consecutive_5xx: 3, interval: 1s, base_ejection_time: 1s}}
 """
-        xds_port = free_port()
-        async with running_envoy(
-            tmp_path / "envoy", node_id="e2e-node", xds_port=xds_port, delta=True
-        ) as envoy:
-            assert envoy.admin_url is not None
-            service = ServiceProcess(
-                tmp_path / "cp",
-                registry,
-                env={"REDIS_URL": redis_url, "INTEGRATION_SERVICE_PROBE_ENABLED": "false"},
-                xds_port=xds_port,
-                envoy_admin_port=int(envoy.admin_url.rsplit(":", 1)[1]),
-            )
-            service.start()
-            try:
-                await service.wait_ready()
+            env = {"REDIS_URL": redis_url, "INTEGRATION_SERVICE_PROBE_ENABLED": "false"}
+            async with running_stack(tmp_path, registry, env=env, ports=ports) as stack:
                 await wait_until(lambda: subscriber.connected, message="subscribed")
-                async with aiohttp.ClientSession() as session:
-                    codes = []
-                    for _ in range(5):
-                        async with session.get(f"http://127.0.0.1:{ports[limited]}/") as r:
-                            codes.append(r.status)
-                    assert codes.count(429) == 3
-                    for _ in range(3):
-                        async with session.get(f"http://127.0.0.1:{ports[flaky]}/") as r:
-                            assert r.status == 503
+                codes = []
+                for _ in range(5):
+                    async with stack.session.get(stack.sidecar(limited)) as r:
+                        codes.append(r.status)
+                assert codes.count(429) == 3
+                for _ in range(3):
+                    async with stack.session.get(stack.sidecar(flaky)) as r:
+                        assert r.status == 503
                 bad.status = 200  # the ejection ends after base_ejection_time
 
                 await wait_until(
@@ -103,16 +88,14 @@ integrations:
                     of("integration.circuit_breaker_closed")[0]
                 )
 
-                async with aiohttp.ClientSession() as session:
-                    for ident in ports:  # on-demand probes notify the same callbacks
-                        url = f"{service.base_url}/integrations/{ident}/test"
-                        async with session.post(url) as r:
-                            assert r.status in (200, 503), await r.text()
+                for ident in ports:  # on-demand probes notify the same callbacks
+                    url = stack.api(f"/integrations/{ident}/test")
+                    async with stack.session.post(url) as r:
+                        assert r.status in (200, 503), await r.text()
                 await wait_until(
                     lambda: {e["subject"] for e in of("integration.health_check")} == set(ports),
                     deadline_s=10,
                     message="probe results",
                 )
-            finally:
-                service.stop()
-                await subscriber.stop()
+    finally:
+        await subscriber.stop()

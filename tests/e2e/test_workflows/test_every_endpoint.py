@@ -15,9 +15,9 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from tests.support.envoy import running_envoy
 from tests.support.ports import free_port
 from tests.support.service import ServiceProcess
+from tests.support.stack import running_stack
 from tests.support.upstream import running_upstream
 from tests.support.waiting import wait_until
 
@@ -82,37 +82,20 @@ integrations:
       cache: {{enabled: true}}
     settings: {{probe_path: /probe, expected_status: 200}}
 """
-        xds_port = free_port()
-        async with running_envoy(
-            tmp_path / "envoy", node_id="e2e-node", xds_port=xds_port, delta=True
-        ) as envoy:
-            assert envoy.admin_url is not None
-            service = ServiceProcess(
-                tmp_path / "cp",
-                registry,
-                env={"E2E_KEY": SECRET},
-                xds_port=xds_port,
-                envoy_admin_port=int(envoy.admin_url.rsplit(":", 1)[1]),
-                auth=True,
-            )
-            service.start()
-            timeout = aiohttp.ClientTimeout(total=20)
-            async with aiohttp.ClientSession(timeout=timeout) as session:
-                try:
-                    await service.wait_ready()
-                    api = Api(service, session)
-                    await _drive(api, session, ports, ok.url, flaky, cacheable)
-                    spec, _ = await api.call("GET", "/openapi.json", 200)
-                    documented = {
-                        (method, path)
-                        for path, ops in spec["paths"].items()
-                        for method in ops
-                        if method in ("get", "post", "put", "delete")
-                    }
-                    assert documented - api.called == set(), "endpoints not exercised"
-                finally:
-                    service.stop()
-            assert SECRET not in service.log()
+        async with running_stack(
+            tmp_path, registry, env={"E2E_KEY": SECRET}, auth=True, timeout_s=20
+        ) as s:
+            api = Api(s.service, s.session)
+            await _drive(api, s.session, ports, ok.url, flaky, cacheable)
+            spec, _ = await api.call("GET", "/openapi.json", 200)
+            documented = {
+                (method, path)
+                for path, ops in spec["paths"].items()
+                for method in ops
+                if method in ("get", "post", "put", "delete")
+            }
+            assert documented - api.called == set(), "endpoints not exercised"
+        assert SECRET not in s.service.log()
 
 
 async def _sidecar(session: aiohttp.ClientSession, port: int, path: str = "/") -> int:
