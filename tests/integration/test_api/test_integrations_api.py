@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from control_plane.app import create_app
-from control_plane.settings import Settings
-
-ROOT = Path(__file__).resolve().parents[3]
+from tests.support.app import app_settings
 
 HTTP_DOC: dict[str, Any] = {
     "id": "weather",
@@ -27,18 +24,7 @@ HTTP_DOC: dict[str, Any] = {
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
-    config = tmp_path / "config"
-    config.mkdir()
-    shutil.copy(ROOT / "config" / "integrations.yaml", config / "integrations.yaml")
-    shutil.copy(ROOT / "config" / "rate_limits.yaml", config / "rate_limits.yaml")
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        integrations_file=config / "integrations.yaml",
-        rate_limits_file=config / "rate_limits.yaml",
-        xds_port=0,
-        envoy_admin_port=0,
-        auth="disabled",  # explicit: these tests exercise the API, not auth
-    )
+    settings = app_settings(tmp_path, auth="disabled")  # explicit: the API, not auth
     app = create_app(settings, environ={"WEATHER_KEY": "wk-secret-value-123"})
     async with TestClient(TestServer(app)) as test_client:
         yield test_client

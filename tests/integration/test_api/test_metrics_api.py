@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,27 +15,14 @@ from control_plane.api.keys import PROBES, XDS_CACHE
 from control_plane.api.metrics import METRICS
 from control_plane.app import create_app
 from control_plane.probes import ProbeResult
-from control_plane.settings import Settings
 from control_plane.xds.resources import CLUSTER, LISTENER
-
-ROOT = Path(__file__).resolve().parents[3]
+from tests.support.app import app_settings
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def _app(tmp_path: Path) -> web.Application:
-    config = tmp_path / "config"
-    config.mkdir()
-    shutil.copy(ROOT / "config" / "integrations.yaml", config / "integrations.yaml")
-    shutil.copy(ROOT / "config" / "rate_limits.yaml", config / "rate_limits.yaml")
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        integrations_file=config / "integrations.yaml",
-        rate_limits_file=config / "rate_limits.yaml",
-        xds_port=0,
-        envoy_admin_port=0,
-        auth="disabled",  # explicit: these tests exercise the API, not auth
-    )
+    settings = app_settings(tmp_path, auth="disabled")  # explicit: the API, not auth
     return create_app(settings, environ={})
 
 

@@ -15,7 +15,6 @@ content type, headers, body — as the document describes it.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,9 +35,8 @@ from schemathesis.specs.openapi.checks import (
 
 from control_plane.api.openapi import openapi_document
 from control_plane.app import create_app
-from control_plane.settings import Settings
+from tests.support.app import app_settings
 
-ROOT = Path(__file__).resolve().parents[3]
 MAX_EXAMPLES = 25
 DOCUMENT = openapi_document()
 
@@ -122,12 +120,8 @@ class LiveServer:
 
     async def _start(self) -> str:
         admin_port = await self._serve(_fake_envoy_admin())
-        config = self._root / "config"
-        settings = Settings(
-            data_dir=self._root / "data",
-            integrations_file=config / "integrations.yaml",
-            rate_limits_file=config / "rate_limits.yaml",
-            xds_port=0,
+        settings = app_settings(
+            self._root,
             envoy_admin_port=admin_port,
             auth="disabled",  # explicit: this run fuzzes the API, not authentication
         )
@@ -167,12 +161,7 @@ def server_errors_only_where_documented(
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("schemathesis")
-    config = root / "config"
-    config.mkdir()
-    shutil.copy(ROOT / "config" / "integrations.yaml", config / "integrations.yaml")
-    shutil.copy(ROOT / "config" / "rate_limits.yaml", config / "rate_limits.yaml")
-    server = LiveServer(root)
+    server = LiveServer(tmp_path_factory.mktemp("schemathesis"))
     try:
         yield server.start()
     finally:

@@ -4,7 +4,6 @@ loopback JWKS issuer, and API keys for each role of tenant ``acme`` plus another
 from __future__ import annotations
 
 import secrets
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from control_plane.app import create_app
 from control_plane.settings import Settings
+from tests.support.app import app_settings
 from tests.support.auth import AUDIENCE, Issuer, SigningKey, running_issuer
 
-ROOT = Path(__file__).resolve().parents[3]
 ADMIN_KEY = "isk_testadmin_" + secrets.token_urlsafe(32)
 WEATHER_SECRET = "wk-" + secrets.token_hex(16)
 
@@ -64,16 +63,7 @@ MakeSecure = Callable[..., Awaitable[Secure]]
 
 
 def secure_settings(tmp_path: Path, issuer: Issuer, **overrides: Any) -> Settings:
-    config = tmp_path / "config"
-    config.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "config" / "integrations.yaml", config / "integrations.yaml")
-    shutil.copy(ROOT / "config" / "rate_limits.yaml", config / "rate_limits.yaml")
     values: dict[str, Any] = {
-        "data_dir": tmp_path / "data",
-        "integrations_file": config / "integrations.yaml",
-        "rate_limits_file": config / "rate_limits.yaml",
-        "xds_port": 0,
-        "envoy_admin_port": 0,
         "admin_key": "env:TEST_ADMIN_KEY",
         "jwt_issuer": issuer.url,
         "jwt_audience": AUDIENCE,
@@ -82,7 +72,7 @@ def secure_settings(tmp_path: Path, issuer: Issuer, **overrides: Any) -> Setting
         "api_rate_limit": 0,
         **overrides,
     }
-    return Settings(**values)
+    return app_settings(tmp_path, **values)
 
 
 @pytest.fixture
