@@ -5,30 +5,87 @@ translate or to pass the snapshot consistency check is *not* served: the previou
 stays in force and the error is kept for the status API. Per-integration generations
 (circuit-breaker reset, cache rotation) are persisted under the data dir so a restarted
 control plane produces the very same snapshot version as before.
+
+Incremental: one REST change among thousands of integrations must not re-translate, re-copy,
+re-hash and re-walk all of them. The translator is pure and an integration's resources
+depend only on that integration (every resource is named by its id; ``check_ports`` is the
+one cross-integration rule), so the pipeline keeps each integration's translation keyed by
+everything it depends on (:class:`_Translation`) and translates again only the integrations
+whose key changed. The merged map equals ``translate`` of the whole view, resource for
+resource and warning for warning. The memoized messages are then swapped for the snapshot's
+own frozen copies, so the next ``Snapshot.build(..., previous=...)`` recognises the
+unchanged ones by identity and copies, hashes and walks only what changed.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
+import operator
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import json_format  # type: ignore[import-untyped]
 
 from control_plane.credentials import resolve_credentials
-from control_plane.registry.model import Integration
+from control_plane.registry.model import CredentialRef, Integration
 from control_plane.registry.problems import Problem, RegistryError
 from control_plane.registry.service import RegistryView
 from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.snapshot import InconsistentSnapshot, Snapshot
-from control_plane.xds.translate import TranslateOptions, translate
+from control_plane.xds.translate import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    SECRET,
+    Resources,
+    SecretValues,
+    TranslateOptions,
+    check_ports,
+    translate,
+)
 
 __all__ = ["ConfigPipeline", "Generations", "PipelineState"]
 
 log = logging.getLogger(__name__)
+
+# Bookkeeping that never reaches Envoy; every other field of an integration is part of its
+# translation key, so a field added to the model later is covered without a change here.
+# (Exact field values rather than ``to_document``: the document rounds durations to text.)
+_META_FIELDS = frozenset({"version", "created_at", "updated_at", "source"})
+_definition = operator.attrgetter(
+    *(f.name for f in dataclasses.fields(Integration) if f.name not in _META_FIELDS)
+)
+
+
+def _credential_refs(item: Integration) -> list[CredentialRef]:
+    """Every reference the translator may resolve for ``item`` (see translate/secrets)."""
+    tls = item.upstream.tls
+    refs = [*item.credentials.values(), tls.ca_bundle, tls.client_cert, tls.client_key]
+    return [r for r in refs if r is not None]
+
+
+def _fingerprint(value: bytes | str | None) -> bytes | None:
+    """A digest of a credential value: the key must change with it, but never hold it."""
+    if value is None:
+        return None
+    raw = value.encode("utf-8") if isinstance(value, str) else value
+    return hashlib.sha256(raw).digest()
+
+
+@dataclass(slots=True)
+class _Translation:
+    """``translate([item])`` and the inputs it was computed from (``key``)."""
+
+    key: tuple[Any, ...]
+    resources: Resources
+    warnings: list[str]
 
 
 class Generations:
@@ -67,6 +124,8 @@ class PipelineState:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     pushes: int = 0
+    # Integrations translated again by the last successful apply (the others were reused).
+    translated: int = 0
 
 
 class ConfigPipeline:
@@ -89,6 +148,9 @@ class ConfigPipeline:
         self.endpoints: dict[str, Sequence[tuple[str, int]]] = {}
         self.state = PipelineState()
         self._view: RegistryView | None = None
+        # Per-integration translations of the snapshot being served, and that snapshot.
+        self._translations: dict[str, _Translation] = {}
+        self._snapshot: Snapshot | None = None
 
     def options(self) -> TranslateOptions:
         return TranslateOptions(
@@ -151,8 +213,8 @@ class ConfigPipeline:
             if item.policies.cache.enabled:
                 self.cache_path(item.id).mkdir(parents=True, exist_ok=True)
         try:
-            result = translate(list(view.items.values()), resolved.values, self.options())
-            snapshot = Snapshot.build(result.resources)
+            resources, translation_warnings, fresh = self._translate(view, resolved.values)
+            snapshot = Snapshot.build(resources, previous=self._snapshot)
             self.cache.set_snapshot(snapshot)
         except (ValueError, InconsistentSnapshot) as exc:
             self.state.error = str(exc)
@@ -160,8 +222,9 @@ class ConfigPipeline:
                 "configuration not pushed; Envoy keeps the previous one", extra={"error": str(exc)}
             )
             return None
+        self._keep(fresh, snapshot)
         warnings = [f"{ref}: {why}" for ref, why in sorted(resolved.missing.items())]
-        warnings.extend(result.warnings)
+        warnings.extend(translation_warnings)
         for warning in warnings:
             if warning not in self.state.warnings:
                 log.warning("configuration warning", extra={"warning": warning})
@@ -169,6 +232,7 @@ class ConfigPipeline:
         self.state.warnings = warnings
         self.state.error = None
         self.state.registry_generation = view.generation
+        self.state.translated = sum(1 for t in fresh.values() if t is not None)
         if changed:
             self.state.snapshot_version = snapshot.version
             self.state.pushes += 1
@@ -177,6 +241,62 @@ class ConfigPipeline:
                 extra={"version": snapshot.version, "integrations": len(view.enabled())},
             )
         return snapshot
+
+    def _translate(
+        self, view: RegistryView, secrets: SecretValues
+    ) -> tuple[Resources, list[str], dict[str, _Translation | None]]:
+        """``translate(view.items)``, reusing the translation of every unchanged integration.
+
+        Returns the merged resources, the warnings, and the translation of every enabled
+        integration by id: None where the kept one was reused, the new one otherwise.
+        """
+        options = self.options()
+        # Facts that apply to every integration; a change of any of them redoes them all.
+        shared = dataclasses.replace(options, generations={}, cache_generations={}, endpoints={})
+        enabled = sorted(view.enabled(), key=lambda i: i.id)
+        check_ports(enabled)
+        resources: Resources = {CLUSTER: {}, ENDPOINT: {}, LISTENER: {}, ROUTE: {}, SECRET: {}}
+        warnings: list[str] = []
+        translations: dict[str, _Translation | None] = {}
+        for item in enabled:
+            key = (
+                _definition(item),
+                tuple((r.ref, _fingerprint(secrets.get(r.ref))) for r in _credential_refs(item)),
+                options.generations.get(item.id, 0),
+                options.cache_generations.get(item.id, 0),
+                tuple(options.endpoints.get(item.id, ())),
+                shared,
+            )
+            kept = self._translations.get(item.id)
+            if kept is not None and kept.key == key:
+                translation, translations[item.id] = kept, None
+            else:
+                result = translate([item], secrets, options)
+                translation = _Translation(key, result.resources, result.warnings)
+                translations[item.id] = translation
+            for type_url, by_name in translation.resources.items():
+                resources[type_url].update(by_name)
+            warnings.extend(translation.warnings)
+        return resources, warnings, translations
+
+    def _keep(self, translations: dict[str, _Translation | None], snapshot: Snapshot) -> None:
+        """Remember the translations now served, holding the snapshot's frozen copies.
+
+        Holding the copies rather than the translator's messages costs no memory (the
+        snapshot holds them anyway) and is what lets the next build reuse them by identity.
+        """
+        kept: dict[str, _Translation] = {}
+        for ident, translation in translations.items():
+            if translation is None:
+                kept[ident] = self._translations[ident]
+                continue
+            for type_url, by_name in translation.resources.items():
+                frozen = snapshot.get(type_url)
+                for name in by_name:
+                    by_name[name] = frozen[name]
+            kept[ident] = translation
+        self._translations = kept
+        self._snapshot = snapshot
 
     def reset_cluster(self, integration_id: str) -> Snapshot | None:
         """Circuit-breaker reset: a new cluster generation makes Envoy rebuild the cluster."""

@@ -4,6 +4,11 @@ A snapshot is the complete set of resources a node should run. Versions are cont
 (sha256 of the deterministic protobuf encoding), so the same registry always yields the same
 version, a restart of the control plane does not force Envoy to re-apply anything, and a
 delta client's ``initial_resource_versions`` can be compared directly after a reconnect.
+
+Building is incremental when the caller passes the previous snapshot: a resource that *is*
+(by identity) the previous snapshot's own frozen copy under the same name is reused with its
+version and its references, so one changed integration among thousands costs one copy, one
+hash and one reference walk. The result is the same snapshot a from-scratch build gives.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ _KIND = {
     SECRET: "secrets",
 }
 _REFERRER = {ENDPOINT: "clusters", ROUTE: "listeners", SECRET: "clusters/listeners"}
+# The types whose resources name other resources (see resources.references).
+_REFERRING = (CLUSTER, LISTENER)
 
 
 def content_version(message: Message) -> str:
@@ -50,11 +57,8 @@ def content_version(message: Message) -> str:
 
 
 def _digest(lines: Iterable[str]) -> str:
-    sha = hashlib.sha256()
-    for line in lines:
-        sha.update(line.encode())
-        sha.update(b"\n")
-    return sha.hexdigest()
+    # One update over the joined text: the same digest as line by line, a lot faster.
+    return hashlib.sha256("".join(f"{line}\n" for line in lines).encode()).hexdigest()
 
 
 class InconsistentSnapshot(ValueError):
@@ -78,7 +82,8 @@ class Snapshot:
     """Resources by type URL and name, each with its content-hash version.
 
     Build it with :meth:`build` (checked) or :meth:`unchecked`; both copy the messages so
-    later changes by the caller cannot alter a snapshot that is being served.
+    later changes by the caller cannot alter a snapshot that is being served. The copies
+    are never modified afterwards: that is what lets a later build reuse them.
     """
 
     resources: Mapping[str, Mapping[str, Message]]
@@ -86,24 +91,55 @@ class Snapshot:
     version: str
     # Set by build(): the (immutable) snapshot passed check(), so it need not run again.
     checked: bool = field(default=False, compare=False)
+    # What each cluster and listener references, filled on first use (a cache of a pure
+    # function of the frozen resources, so the snapshot stays immutable in every way that
+    # shows) and handed on to the next incremental build for the resources it reuses.
+    reference_cache: dict[tuple[str, str], References] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
-    def build(cls, resources: Mapping[str, Mapping[str, Message]]) -> Snapshot:
-        """A snapshot of ``resources``; raises :class:`InconsistentSnapshot` if incomplete."""
-        snapshot = cls.unchecked(resources)
+    def build(
+        cls,
+        resources: Mapping[str, Mapping[str, Message]],
+        previous: Snapshot | None = None,
+    ) -> Snapshot:
+        """A snapshot of ``resources``; raises :class:`InconsistentSnapshot` if incomplete.
+
+        With ``previous``, a message that is ``previous``'s own copy of the resource of the
+        same type and name is reused without copying, hashing or walking it again.
+        """
+        snapshot = cls.unchecked(resources, previous)
         snapshot.check()
         return dataclasses.replace(snapshot, checked=True)
 
     @classmethod
-    def unchecked(cls, resources: Mapping[str, Mapping[str, Message]]) -> Snapshot:
+    def unchecked(
+        cls,
+        resources: Mapping[str, Mapping[str, Message]],
+        previous: Snapshot | None = None,
+    ) -> Snapshot:
         """A snapshot without the reference check (tests, partial views)."""
         frozen: dict[str, Mapping[str, Message]] = {}
         versions: dict[str, Mapping[str, str]] = {}
+        reference_cache: dict[tuple[str, str], References] = {}
         for type_url, by_name in resources.items():
             if type_url not in ADS_ORDER:
                 raise ValueError(f"unsupported xDS type {type_url!r}")
+            before = previous.get(type_url) if previous is not None else {}
+            before_versions = previous.versions.get(type_url, {}) if previous is not None else {}
+            before_refs = previous.reference_cache if previous is not None else {}
             copies: dict[str, Message] = {}
+            type_versions: dict[str, str] = {}
             for name, message in sorted(by_name.items()):
+                if before.get(name) is message:
+                    # Validated, copied and hashed when ``previous`` was built.
+                    copies[name] = message
+                    type_versions[name] = before_versions[name]
+                    refs = before_refs.get((type_url, name))
+                    if refs is not None:
+                        reference_cache[(type_url, name)] = refs
+                    continue
                 if message_type_url(message) != type_url:
                     raise ValueError(f"{name!r}: {message_type_url(message)} under {type_url}")
                 if resource_name(message) != name:
@@ -111,10 +147,9 @@ class Snapshot:
                 copy = type(message)()
                 copy.CopyFrom(message)
                 copies[name] = copy
+                type_versions[name] = content_version(copy)
             frozen[type_url] = MappingProxyType(copies)
-            versions[type_url] = MappingProxyType(
-                {name: content_version(m) for name, m in copies.items()}
-            )
+            versions[type_url] = MappingProxyType(type_versions)
         for type_url in ADS_ORDER:
             frozen.setdefault(type_url, MappingProxyType({}))
             versions.setdefault(type_url, MappingProxyType({}))
@@ -123,7 +158,12 @@ class Snapshot:
             for type_url in ADS_ORDER
             for name, ver in sorted(versions[type_url].items())
         )
-        return cls(MappingProxyType(frozen), MappingProxyType(versions), version)
+        return cls(
+            MappingProxyType(frozen),
+            MappingProxyType(versions),
+            version,
+            reference_cache=reference_cache,
+        )
 
     def get(self, type_url: str) -> Mapping[str, Message]:
         """Resources of one type by name (empty for a type the snapshot does not hold)."""
@@ -143,7 +183,24 @@ class Snapshot:
         return _digest(f"{name} {versions[name]}" for name in selected)
 
     def references(self) -> References:
-        return references({t: dict(by_name) for t, by_name in self.resources.items()})
+        """Names the clusters and listeners reference (the union over every resource).
+
+        Each resource's references are computed once and cached: walking a resource (every
+        nested message, every ``Any`` unpacked) is by far the costliest part of a build.
+        """
+        endpoints: set[str] = set()
+        routes: set[str] = set()
+        secrets: set[str] = set()
+        for type_url in _REFERRING:
+            for name, message in self.get(type_url).items():
+                refs = self.reference_cache.get((type_url, name))
+                if refs is None:
+                    refs = references({type_url: {name: message}})
+                    self.reference_cache[(type_url, name)] = refs
+                endpoints |= refs.endpoints
+                routes |= refs.routes
+                secrets |= refs.secrets
+        return References(frozenset(endpoints), frozenset(routes), frozenset(secrets))
 
     def missing(self) -> dict[str, frozenset[str]]:
         """Referenced names absent from the snapshot, by type URL (only non-empty sets)."""

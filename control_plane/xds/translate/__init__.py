@@ -39,6 +39,7 @@ __all__ = [
     "SecretValues",
     "TranslateOptions",
     "TranslateResult",
+    "check_ports",
     "render_static_bootstrap",
     "translate",
 ]
@@ -58,7 +59,13 @@ def _injects(main: Any) -> bool:
     return packed is not None and b"envoy.filters.http.credential_injector" in packed.value
 
 
-def _check_ports(enabled: Sequence[Integration]) -> None:
+def check_ports(enabled: Sequence[Integration]) -> None:
+    """Raise ValueError unless every enabled integration has a listen_port of its own.
+
+    The only check that spans integrations; everything else an integration turns into is
+    named by its id, so ``translate`` of one integration alone gives exactly its share of
+    ``translate`` of all of them (the pipeline relies on it to translate incrementally).
+    """
     owners: dict[int, str] = {}
     for item in enabled:
         if item.listen_port is None:
@@ -84,7 +91,7 @@ def translate(
     """
     options = options or TranslateOptions()
     enabled = sorted((i for i in integrations if i.enabled), key=lambda i: i.id)
-    _check_ports(enabled)
+    check_ports(enabled)
     book = SecretBook(secrets)
     resources: Resources = {CLUSTER: {}, ENDPOINT: {}, LISTENER: {}, ROUTE: {}, SECRET: {}}
     for item in enabled:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -29,7 +30,9 @@ from tests.support.xds import (
     complete,
     eds_cluster,
     rds_listener,
+    route_table,
     sds,
+    secret,
     typed,
 )
 
@@ -187,3 +190,82 @@ def test_build_rejects_misfiled_resources() -> None:
 def test_empty_snapshot_is_consistent_and_stable() -> None:
     assert Snapshot.build({}).version == Snapshot.build({}).version
     assert Snapshot.build({}).consistent()
+
+
+def _group(n: str, port: int = 8080) -> dict[str, dict[str, Any]]:
+    """One referencing set (EDS cluster, endpoints, listener, route table, secret) named ``n``."""
+    return {
+        CLUSTER: {n: eds_cluster(n, tls_sds=f"{n}-cert")},
+        ENDPOINT: {n: assignment(n, port=port)},
+        LISTENER: {n: rds_listener(n, f"{n}-routes")},
+        ROUTE: {f"{n}-routes": route_table(f"{n}-routes", n)},
+        SECRET: {f"{n}-cert": secret(f"{n}-cert")},
+    }
+
+
+def test_incremental_build_reuses_the_previous_copies() -> None:
+    first = Snapshot.build(complete())
+    resources = {t: dict(first.get(t)) for t in ADS_ORDER}  # the snapshot's own copies
+    changed = assignment("stripe", port=9090)
+    resources[ENDPOINT]["stripe"] = changed
+    second = Snapshot.build(resources, previous=first)
+    assert second == Snapshot.build(resources)
+    assert second.get(CLUSTER)["stripe"] is first.get(CLUSTER)["stripe"]
+    assert second.get(ENDPOINT)["stripe"] is not changed  # a new message is still copied
+    changed.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.port_value = 1
+    assert second.resource_version(ENDPOINT, "stripe") == content_version(
+        assignment("stripe", port=9090)
+    )
+    # An equal message that is not the previous copy is copied and hashed like a new one.
+    third = Snapshot.build(complete(), previous=first)
+    assert third == first
+    assert third.get(CLUSTER)["stripe"] is not first.get(CLUSTER)["stripe"]
+
+
+def test_incremental_build_still_checks_references() -> None:
+    first = Snapshot.build(complete())
+    resources = {t: dict(first.get(t)) for t in ADS_ORDER}
+    del resources[ROUTE]["stripe-routes"]  # the reused listener still names it
+    with pytest.raises(InconsistentSnapshot, match="stripe-routes"):
+        Snapshot.build(resources, previous=first)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_incremental_equals_from_scratch_for_random_changes(seed: int) -> None:
+    rng = random.Random(seed)
+    ports = {f"s{i}": 8080 for i in range(6)}
+
+    def fresh() -> dict[str, dict[str, Any]]:
+        merged: dict[str, dict[str, Any]] = {t: {} for t in ADS_ORDER}
+        for n, port in ports.items():
+            for t, by_name in _group(n, port).items():
+                merged[t].update(by_name)
+        return merged
+
+    previous = Snapshot.build(fresh())
+    for step in range(30):
+        change = rng.choice(["port", "drop", "add", "none"])
+        name = rng.choice(sorted(ports))
+        if change == "port":
+            ports[name] = rng.choice([8080, 8081, 8082])
+        elif change == "drop" and len(ports) > 1:
+            del ports[name]
+        elif change == "add":
+            ports[f"s{step + 10}"] = 8080
+        wanted = fresh()
+        # Hand back the previous copy wherever the resource did not change, as the pipeline does.
+        resources = {
+            t: {
+                name: previous.get(t)[name]
+                if name in previous.get(t) and previous.get(t)[name] == message
+                else message
+                for name, message in by_name.items()
+            }
+            for t, by_name in wanted.items()
+        }
+        incremental = Snapshot.build(resources, previous=previous)
+        scratch = Snapshot.build(wanted)
+        assert incremental == scratch
+        assert incremental.version == scratch.version
+        assert incremental.references() == scratch.references()
+        previous = incremental
