@@ -36,6 +36,7 @@ from control_plane.store.protocol import (
     StoreError,
     StoreUnavailableError,
 )
+from control_plane.store.rows import as_datetime, event_from_row, integration_from_row
 
 __all__ = ["PostgresStore", "redact_dsn"]
 
@@ -116,13 +117,7 @@ def _dumps(value: Mapping[str, Any]) -> str:
 
 
 def _integration(row: asyncpg.Record) -> StoredIntegration:
-    return StoredIntegration(
-        id=row["id"],
-        document=json.loads(row["document"]),
-        version=row["version"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+    return integration_from_row(row, as_datetime)
 
 
 async def _missing_or_stale(
@@ -358,17 +353,7 @@ class PostgresStore:
                 " FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1",
                 limit,
             )
-        return [
-            OutboxEvent(
-                id=row["id"],
-                type=row["type"],
-                envelope=json.loads(row["envelope"]),
-                seq=row["seq"],
-                created_at=row["created_at"],
-                attempts=row["attempts"],
-            )
-            for row in rows
-        ]
+        return [event_from_row(row, as_datetime) for row in rows]
 
     async def mark_sent(self, seqs: Sequence[int]) -> None:
         if not seqs:

@@ -18,6 +18,7 @@ from control_plane.store.protocol import (
     ConflictError,
     NotFoundError,
 )
+from control_plane.store.rows import api_key_from_row, as_datetime, audit_entry_from_row
 
 __all__ = [
     "append_audit",
@@ -38,17 +39,7 @@ _SELECT_AUDIT = (
 
 
 def _key(row: asyncpg.Record) -> ApiKeyRecord:
-    return ApiKeyRecord(
-        id=row["id"],
-        prefix=row["prefix"],
-        hash=row["hash"],
-        name=row["name"],
-        role=row["role"],
-        tenant=row["tenant"],
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-        revoked_at=row["revoked_at"],
-    )
+    return api_key_from_row(row, as_datetime)
 
 
 async def create_api_key(conn: asyncpg.Connection, record: ApiKeyRecord) -> None:
@@ -146,17 +137,4 @@ async def list_audit(conn: asyncpg.Connection, query: AuditQuery) -> list[AuditE
         _SELECT_AUDIT + clause + " ORDER BY id DESC LIMIT $" + str(len(args)),
         *args,
     )
-    return [
-        AuditEntry(
-            at=row["at"],
-            principal=row["principal"],
-            tenant=row["tenant"],
-            action=row["action"],
-            target=row["target"],
-            before=None if row["before"] is None else json.loads(row["before"]),
-            after=None if row["after"] is None else json.loads(row["after"]),
-            request_id=row["request_id"],
-            id=row["id"],
-        )
-        for row in rows
-    ]
+    return [audit_entry_from_row(row, as_datetime) for row in rows]

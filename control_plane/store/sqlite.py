@@ -32,6 +32,7 @@ from control_plane.store.protocol import (
     StoreError,
     StoreUnavailableError,
 )
+from control_plane.store.rows import event_from_row, integration_from_row
 
 __all__ = ["SqliteStore"]
 
@@ -58,13 +59,7 @@ def _dumps(value: Mapping[str, Any]) -> str:
 
 
 def _integration(row: sqlite3.Row) -> StoredIntegration:
-    return StoredIntegration(
-        id=row["id"],
-        document=json.loads(row["document"]),
-        version=row["version"],
-        created_at=_parse_ts(row["created_at"]),
-        updated_at=_parse_ts(row["updated_at"]),
-    )
+    return integration_from_row(row, _parse_ts)
 
 
 def _write(conn: sqlite3.Connection, body: _Work[_T]) -> _T:
@@ -315,17 +310,7 @@ class SqliteStore:
                 " WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
                 (limit,),
             ).fetchall()
-            return [
-                OutboxEvent(
-                    id=row["id"],
-                    type=row["type"],
-                    envelope=json.loads(row["envelope"]),
-                    seq=row["seq"],
-                    created_at=_parse_ts(row["created_at"]),
-                    attempts=row["attempts"],
-                )
-                for row in rows
-            ]
+            return [event_from_row(row, _parse_ts) for row in rows]
 
         return await self._run(work)
 

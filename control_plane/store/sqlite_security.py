@@ -18,6 +18,7 @@ from control_plane.store.protocol import (
     ConflictError,
     NotFoundError,
 )
+from control_plane.store.rows import api_key_from_row, audit_entry_from_row
 
 __all__ = [
     "append_audit",
@@ -40,24 +41,8 @@ def _ts(value: dt.datetime | None) -> str | None:
     return None if value is None else value.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
-def _parse(text: str | None) -> dt.datetime | None:
-    return None if text is None else dt.datetime.fromisoformat(text)
-
-
 def _key(row: sqlite3.Row) -> ApiKeyRecord:
-    created = _parse(row["created_at"])
-    assert created is not None
-    return ApiKeyRecord(
-        id=row["id"],
-        prefix=row["prefix"],
-        hash=row["hash"],
-        name=row["name"],
-        role=row["role"],
-        tenant=row["tenant"],
-        created_at=created,
-        expires_at=_parse(row["expires_at"]),
-        revoked_at=_parse(row["revoked_at"]),
-    )
+    return api_key_from_row(row, dt.datetime.fromisoformat)
 
 
 def create_api_key(conn: sqlite3.Connection, record: ApiKeyRecord) -> None:
@@ -168,21 +153,4 @@ def list_audit(conn: sqlite3.Connection, query: AuditQuery) -> list[AuditEntry]:
         _SELECT_AUDIT + clause + " ORDER BY id DESC LIMIT ?",
         (*args, query.limit),
     ).fetchall()
-    out: list[AuditEntry] = []
-    for row in rows:
-        at = _parse(row["at"])
-        assert at is not None
-        out.append(
-            AuditEntry(
-                at=at,
-                principal=row["principal"],
-                tenant=row["tenant"],
-                action=row["action"],
-                target=row["target"],
-                before=None if row["before"] is None else json.loads(row["before"]),
-                after=None if row["after"] is None else json.loads(row["after"]),
-                request_id=row["request_id"],
-                id=row["id"],
-            )
-        )
-    return out
+    return [audit_entry_from_row(row, dt.datetime.fromisoformat) for row in rows]
