@@ -6,7 +6,10 @@ client reads responses as raw bytes, so the byte counts are exactly the serializ
 ``DiscoveryResponse`` / ``DeltaDiscoveryResponse`` messages on the wire (gRPC adds 5 bytes of
 framing per message, counted too). Time is from ``set_snapshot`` of the changed snapshot to
 the last response of that change arriving at the client. The change: one integration of N
-moves to another upstream port (its cluster and its route table change).
+moves to another upstream port (its cluster and its route table change). The snapshots
+come from the control plane's own ``ConfigPipeline``, so the change is also timed the way the
+service pays for it: incrementally (only the changed integration is translated, copied,
+hashed and walked); a from-scratch translation + checked snapshot is timed beside it.
 
 Run as ``python -m bench.push --n 1000 --out FILE`` (a child process per size).
 """
@@ -29,7 +32,9 @@ from envoy.service.discovery.v3 import discovery_pb2
 from bench.registry_docs import document
 from control_plane.registry.loader import integration_from_document
 from control_plane.registry.model import Integration
+from control_plane.registry.service import RegistryView
 from control_plane.xds.cache import SnapshotCache
+from control_plane.xds.pipeline import ConfigPipeline
 from control_plane.xds.resources import ADS_ORDER, CLUSTER, LISTENER
 from control_plane.xds.server import serve
 from control_plane.xds.snapshot import Snapshot
@@ -173,16 +178,33 @@ async def measure(before: Snapshot, after: Snapshot, delta: bool) -> dict[str, A
     }
 
 
-async def _main(n: int) -> dict[str, Any]:
-    items = integrations(n)
-    before, _ = build(items)
-    changed = list(items)
+def _views(n: int) -> tuple[RegistryView, RegistryView]:
+    items = {i.id: i for i in integrations(n)}
     target = integration_from_document(document("int-00000", 8081, 20000), source="declared")
-    changed[0] = target
-    after, change_translate_s = build(changed)
+    return RegistryView(items=items, generation=1), RegistryView(
+        items={**items, target.id: target}, generation=2
+    )
+
+
+async def _main(n: int) -> dict[str, Any]:
+    before_view, after_view = _views(n)
+    _, full_s = build(list(after_view.items.values()))
+    with tempfile.TemporaryDirectory(prefix="bench-push-") as data:
+        pipeline = ConfigPipeline(SnapshotCache(), data_dir=Path(data), environ={})
+        started = time.perf_counter()
+        await pipeline.apply(before_view)
+        cold_s = time.perf_counter() - started
+        before = pipeline.cache.snapshot
+        started = time.perf_counter()
+        await pipeline.apply(after_view)
+        change_s = time.perf_counter() - started
+        after = pipeline.cache.snapshot
+        assert before is not None and after is not None and pipeline.state.translated == 1
     out: dict[str, Any] = {
         "n": n,
-        "translate_and_snapshot_s": change_translate_s,
+        "translate_and_snapshot_s": full_s,
+        "pipeline_cold_s": cold_s,
+        "pipeline_change_s": change_s,
         "snapshot_resources": sum(len(before.get(t)) for t in ADS_ORDER),
     }
     for mode, delta in (("delta", True), ("sotw", False)):

@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="output directory (default bench/ or bench/quick/)")
     p.add_argument(
         "--token",
-        help="bearer token sent on management-API requests (default $BENCH_API_TOKEN)",
+        help="admin key the service under test is configured with (default $BENCH_API_TOKEN,"
+        " else a random one); used to issue the API key the benchmark sends",
     )
     p.add_argument("--only", action="append", choices=["data_path", "live", "push", "scale"])
     p.add_argument("--keep", action="store_true", help="keep the raw per-request data")

