@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -181,12 +182,31 @@ def create_app(
     return app
 
 
+def _freeze_startup_heap() -> None:
+    """Take what start-up built out of the cyclic garbage collector's reach.
+
+    After start-up the heap holds the loaded registry, the translated resources and the
+    first snapshot: about 106,000 GC-tracked objects at 1,000 integrations (bench B4/B6),
+    most of which live as long as the process. Every full (generation-2) collection walked
+    all of them with the event loop stopped: 33-50 ms each, every few seconds under API
+    load or changes, measured with ``gc.callbacks``. ``gc.freeze()`` moves every object
+    alive now to a permanent generation that collections skip (reference counting still
+    frees them as usual); measured after it, full collections take 1-8 ms. The cost: cyclic
+    garbage among these objects, should start-up state be replaced later, is never
+    reclaimed, a bounded one-time amount. Only the real service does this, not the apps
+    tests build with ``create_app``.
+    """
+    gc.collect()  # do not freeze what is already garbage
+    gc.freeze()
+
+
 async def run_service(settings: Settings, *, with_envoy: bool = True) -> int:
     """Serve until SIGTERM/SIGINT; SIGHUP re-reads the integrations file."""
     configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings, with_envoy=with_envoy)
     runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
+    await runner.setup()  # start-up contexts done: store open, first snapshot built
+    _freeze_startup_heap()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
     log.info("integration service started", extra={"settings": settings.describe()})

@@ -6,8 +6,18 @@
   secret has 256 bits of entropy, so no dictionary or brute-force search of the hash is
   feasible, and a slow KDF (bcrypt, argon2) would only add latency to every request.
 * The presented key's hash is compared with :func:`hmac.compare_digest` (constant time).
-* Keys are checked against the store on every request, so a revocation or an expiry
-  takes effect on the very next request, on every replica.
+* Verified keys are cached per process for :data:`CACHE_TTL_S` (1 s), keyed by the
+  presented key's hash, at most :data:`CACHE_SIZE` entries; only keys found valid
+  (known, matching, not revoked) are cached, and an entry is used only while it is
+  younger than the TTL. Without the cache every request paid a store round trip (with
+  SQLite a lock and a thread hop), which capped authenticated ``GET /integrations/{id}``
+  at about 1,300 req/s on one core (``bench/RESULTS.md``, B6).
+* Expiry is checked on every request, against the cached record's ``expires_at``.
+* Revocation takes effect on the very next request on the replica that revoked the key:
+  ``DELETE /api-keys/{id}`` calls :meth:`ApiKeyAuthenticator.invalidate` after the store
+  write, and a lookup that raced with the revocation does not fill the cache. Other
+  replicas see a revocation within the TTL (1 s), when their entry is re-read from the
+  store.
 
 On first start with authentication enabled and no key in the store, an admin key with
 the fixed id ``bootstrap`` is generated and printed once to stderr (never to the log);
@@ -25,7 +35,8 @@ import logging
 import re
 import secrets
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -36,6 +47,8 @@ from control_plane.store.protocol import ApiKeyRecord, ConflictError, RegistrySt
 
 __all__ = [
     "BOOTSTRAP_KEY_ID",
+    "CACHE_SIZE",
+    "CACHE_TTL_S",
     "KEY_PREFIX",
     "ApiKeyAuthenticator",
     "AuthError",
@@ -52,6 +65,10 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "isk_"
 BOOTSTRAP_KEY_ID = "bootstrap"
 MIN_CONFIGURED_KEY_LENGTH = 24
+# How long a verified key record is trusted without re-reading the store: the time another
+# replica's revocation can take to reach this one. The replica that revokes drops it at once.
+CACHE_TTL_S = 1.0
+CACHE_SIZE = 1024  # distinct keys kept; the oldest entry is evicted first
 _KEY = re.compile(r"^isk_([a-z0-9]{1,32})_([A-Za-z0-9_-]{20,128})$")
 
 
@@ -161,11 +178,60 @@ async def ensure_bootstrap_key(store: RegistryStore, stream: TextIO | None = Non
 
 
 class ApiKeyAuthenticator:
-    """Turns a presented API key into a :class:`Principal` (store lookup every time)."""
+    """Turns a presented API key into a :class:`Principal`.
 
-    def __init__(self, store: RegistryStore, configured_admin_hash: str | None = None) -> None:
+    Store records of valid keys are cached for ``cache_ttl_s`` (see the module docstring);
+    ``cache_ttl_s=0`` reads the store on every request. ``clock`` (monotonic seconds) is
+    injectable for tests.
+    """
+
+    def __init__(
+        self,
+        store: RegistryStore,
+        configured_admin_hash: str | None = None,
+        *,
+        cache_ttl_s: float = CACHE_TTL_S,
+        cache_size: int = CACHE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
         self._configured = configured_admin_hash
+        self._ttl = cache_ttl_s
+        self._size = cache_size
+        self._clock = clock
+        # presented key hash -> (monotonic time read from the store, record); insertion order
+        # is age order, so the first entry is the one to evict.
+        self._cache: dict[str, tuple[float, ApiKeyRecord]] = {}
+        # Bumped by every invalidation: a store read that started before one must not fill
+        # the cache with what may be a pre-revocation record.
+        self._epoch = 0
+
+    def invalidate(self, key_id: str) -> None:
+        """Forget ``key_id`` now (call after revoking it in the store)."""
+        self._epoch += 1
+        for digest in [d for d, (_, r) in self._cache.items() if r.id == key_id]:
+            del self._cache[digest]
+
+    async def _record(self, presented: str, key_id: str) -> ApiKeyRecord | None:
+        now = self._clock()
+        cached = self._cache.get(presented)
+        if cached is not None:
+            if now - cached[0] < self._ttl:
+                return cached[1]
+            del self._cache[presented]
+        epoch = self._epoch
+        record = await self._store.get_api_key(key_id)
+        if (
+            self._ttl > 0
+            and epoch == self._epoch
+            and record is not None
+            and record.revoked_at is None
+            and hmac.compare_digest(presented, record.hash)
+        ):
+            if len(self._cache) >= self._size:
+                del self._cache[next(iter(self._cache))]
+            self._cache[presented] = (now, record)
+        return record
 
     async def authenticate(self, key: str, now: dt.datetime | None = None) -> Principal:
         presented = hash_key(key)
@@ -174,7 +240,7 @@ class ApiKeyAuthenticator:
         key_id = key_id_of(key)
         if key_id is None:
             raise AuthError("malformed API key")
-        record = await self._store.get_api_key(key_id)
+        record = await self._record(presented, key_id)
         # Compare even when the id is unknown, so timing does not tell ids apart.
         expected = record.hash if record is not None else hash_key(f"{KEY_PREFIX}{key_id}_x")
         if not hmac.compare_digest(presented, expected) or record is None:

@@ -1,8 +1,9 @@
 """``/api-keys``: create (the key is in this one response only), list (no secrets), revoke.
 
 A tenant admin manages the keys of its own tenant; a global admin (tenant ``*``) manages
-all and may create global keys. Revocation is checked on every request, so the very next
-request with a revoked key fails.
+all and may create global keys. Revoking also drops the key from this process's
+verification cache, so the very next request with it fails here; other replicas stop
+accepting it within the cache's TTL (``control_plane.security.api_keys``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from aiohttp import web
 
 from control_plane.api.keys import STORE
 from control_plane.security.api_keys import issue_key
-from control_plane.security.context import AUDIT_DRAFT, AuditDraft, SecurityProblem, principal_of
+from control_plane.security.context import (
+    AUDIT_DRAFT,
+    SECURITY,
+    AuditDraft,
+    SecurityProblem,
+    principal_of,
+)
 from control_plane.security.principal import GLOBAL_TENANT, ROLES, Principal
 from control_plane.store.protocol import ApiKeyRecord
 
@@ -134,6 +141,7 @@ async def revoke_key(request: web.Request) -> web.Response:
     if record.tenant == GLOBAL_TENANT and not caller.is_global:
         raise SecurityProblem(404, f"no API key {key_id!r}")
     revoked = await store.revoke_api_key(key_id, dt.datetime.now(dt.UTC))
+    request.app[SECURITY].api_keys.invalidate(key_id)  # before the next request is read
     request[AUDIT_DRAFT] = AuditDraft(
         f"api_key/{key_id}", record.tenant, key_body(record), key_body(revoked)
     )
