@@ -85,7 +85,7 @@ async def test_hits_misses_entries_and_clear(tmp_path: Path) -> None:
             return bool((await s.cache("cached"))["entries"] >= 1)
 
         await wait_until(stored, deadline_s=10, message="entry stored")
-        body = await s.cache("cached")
+        body = await _counted(s, GETS - 1, 1)
         assert (body["hits"], body["misses"]) == (GETS - 1, 1)
         assert (body["stored"], body["bypassed"]) == (1, 0)
         assert body["hit_ratio"] == round((GETS - 1) / GETS, 4)
@@ -111,7 +111,7 @@ async def test_hits_misses_entries_and_clear(tmp_path: Path) -> None:
         assert len(upstream.requests) == 2, "after a clear the next GET is a miss"
         assert await s.get("cached", "/v1/prices") == 200
         assert len(upstream.requests) == 2, "and is cached again"
-        body = await s.cache("cached")
+        body = await _counted(s, GETS, 2)
         # Counters count traffic, not contents: a clear does not reset them.
         assert (body["hits"], body["misses"]) == (GETS, 2)
 
@@ -122,3 +122,21 @@ async def test_hits_misses_entries_and_clear(tmp_path: Path) -> None:
             assert response.status == 200
         other = await s.cache("other")
         assert (other["hits"], other["misses"], other["bypassed"]) == (0, 1, 1)
+
+
+async def _counted(s: CacheStack, hits: int, misses: int) -> dict[str, Any]:
+    """The cache body once Envoy has written the access-log lines of the traffic sent.
+
+    Envoy writes access logs from a flush thread (``/reopen_logs`` asks for a flush but
+    does not wait for it), so the counts can trail the responses by a moment; they must
+    then equal the traffic exactly, never exceed it.
+    """
+    body: dict[str, Any] = {}
+
+    async def caught_up() -> bool:
+        nonlocal body
+        body = await s.cache("cached")
+        return bool(body["hits"] + body["misses"] >= hits + misses)
+
+    await wait_until(caught_up, deadline_s=10, message="access log caught up")
+    return body

@@ -169,7 +169,15 @@ async def _drive(
     for _ in range(CACHED_GETS):
         assert await _sidecar(session, ports["cached"], "/catalog") == 200
     assert len(cacheable.requests) == 1
-    body, _ = await api.call("GET", "/integrations/{integration_id}/cache", 200, ident="cached")
+    body = {}
+
+    async def logged() -> bool:
+        # Envoy writes access logs from a flush thread: the counts may trail a moment.
+        nonlocal body
+        body, _ = await api.call("GET", "/integrations/{integration_id}/cache", 200, ident="cached")
+        return bool(body["hits"] + body["misses"] >= CACHED_GETS)
+
+    await wait_until(logged, deadline_s=10, message="access log caught up")
     assert (body["hits"], body["misses"]) == (CACHED_GETS - 1, 1)
     await api.call("POST", "/integrations/{integration_id}/cache/clear", 200, ident="cached")
     assert await _sidecar(session, ports["cached"], "/catalog") == 200
