@@ -243,7 +243,8 @@ async def cache_stats(request: web.Request) -> web.Response:
     * hits / misses / stored / bypassed: the integration's own access log (Envoy counts
       hits and misses per cache *type* only, shared by all integrations); see
       ``control_plane.sidecar.accesslog`` for what each counts. Envoy is asked to flush its
-      access-log buffers first (``POST /reopen_logs``), so the counts are current.
+      access-log buffers first (``POST /reopen_logs``); Envoy flushes from its own thread,
+      so a request finished a moment ago may only be counted on the next read.
     * entries / bytes: Envoy's gauges for the integration's current cache path (0 until
       Envoy has built the cache there). Envoy's ``size_bytes`` counts only part of each
       new file (measured: 33 bytes for a 287-byte entry) until it rescans the directory, so
