@@ -11,7 +11,7 @@ about a millisecond between requests, so a sample is accurate to ~1-2 ms.
 B6: closed-loop load on ``GET /integrations/{id}`` (over many ids) and ``GET
 /integrations`` (first page, 100 items) with the control plane alone on one core.
 Authentication is on: B4's REST calls and every B6 request carry an admin API key issued by
-the service, which it checks against its store on every request (see ``bench.stack``).
+the service, which it checks against its store (cached for 1 s; see ``bench.stack``).
 """
 
 from __future__ import annotations

@@ -334,7 +334,7 @@ def _targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     if live:
         rps = live["b6"]["get"]["rps"]
         auth = (
-            "authenticated: issued API key, checked against the store"
+            "authenticated: issued API key, checked against the store, cached 1 s"
             if live["b6"].get("auth") == "api_key_store"
             else "token sent, not checked: no authentication yet"
             if live["b6"]["token_sent"]
@@ -592,10 +592,10 @@ def _markdown(results: dict[str, Any], plots: list[tuple[str, str]]) -> str:
         if b6.get("auth") == "api_key_store":
             auth = (
                 "Authentication is on: every request carries an admin API key the service issued"
-                " (`POST /api-keys`) and looks up in its store (SQLite) on every request, then"
-                " authorizes by role and tenant. The per-principal API rate limit is off"
-                " (`INTEGRATION_SERVICE_API_RATE_LIMIT=0`): its default of 20 req/s per key"
-                " would measure the limit, not the API."
+                " (`POST /api-keys`) and verifies against its store (SQLite), keeping a verified"
+                " key for 1 s in a per-process cache, then authorizes by role and tenant. The"
+                " per-principal API rate limit is off (`INTEGRATION_SERVICE_API_RATE_LIMIT=0`):"
+                " its default of 20 req/s per key would measure the limit, not the API."
             )
         else:
             auth = (

@@ -8,10 +8,10 @@ what the e2e tests drive.
 Authentication is on, as in production. The service is configured with an admin key (the
 harness's random one, or ``--token``), and with it the stack issues an ordinary admin API key
 through ``POST /api-keys``. Every management request of the benchmark carries that issued
-key, which the service looks up in its store on every request, like any client's key. The
-per-principal API rate limit is turned off (``INTEGRATION_SERVICE_API_RATE_LIMIT=0``): at
-its default of 20 req/s it would cap one client long before the API's own capacity, which is
-what B6 measures.
+key, which the service verifies against its store like any client's key (a verified key is
+kept for 1 s in a per-process cache). The per-principal API rate limit is turned off
+(``INTEGRATION_SERVICE_API_RATE_LIMIT=0``): at its default of 20 req/s it would cap one
+client long before the API's own capacity, which is what B6 measures.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ async def sidecar_stack(
 
 
 async def _issue_key(session: aiohttp.ClientSession, base_url: str, admin: dict[str, str]) -> str:
-    """An admin API key issued by the service (stored hashed, checked on every request)."""
+    """An admin API key issued by the service (stored hashed, checked against the store)."""
     body = {"name": "bench", "role": "admin"}
     async with session.post(base_url + "/api-keys", json=body, headers=admin) as response:
         data = await response.json(content_type=None)
