@@ -65,9 +65,17 @@ def make_bus(settings: Settings) -> EventBus:
     return RedisBus(settings.redis_url) if settings.redis_url else InProcessBus()
 
 
+# Only what the watchers read (rate-limit counters, ejections, breaker gauges).
+WATCHED_STATS = (
+    r"(\.http_local_rate_limit\.rate_limited"
+    r"|\.outlier_detection\.ejections_active"
+    r"|\.circuit_breakers\.default\.(cx|rq|rq_pending)_open)$"
+)
+
+
 async def _sidecar_stats(link: SidecarLink) -> Mapping[str, float]:
     async with link.admin(timeout=2.0) as admin:
-        return await admin.stats()
+        return await admin.stats(WATCHED_STATS)
 
 
 class _EventCollector(Collector):
