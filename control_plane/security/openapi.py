@@ -191,7 +191,8 @@ def _paths() -> Json:
             "delete": _op(
                 "revokeApiKey",
                 "Revoke an API key",
-                "Takes effect on the very next request. Revoking twice is harmless.",
+                "Takes effect on the very next request at this replica, and within 1 s at the "
+                "others (their verified-key cache). Revoking twice is harmless.",
                 {
                     "204": {"description": "Revoked", "headers": _headers()},
                     "404": _problem("No such key (or one of another tenant)"),
