@@ -189,8 +189,9 @@ async def test_policy_change_in_place_with_request_in_flight(tmp_path: Path) -> 
         in_flight.release()
 
 
-async def test_nack_recorded_previous_config_kept_no_push_loop(tmp_path: Path) -> None:
-    async with stack(tmp_path) as (s, ok, _):
+@pytest.mark.parametrize("delta", [True, False], ids=["delta", "sotw"])
+async def test_nack_recorded_previous_config_kept_no_push_loop(tmp_path: Path, delta: bool) -> None:
+    async with stack(tmp_path, delta=delta) as (s, ok, _):
         # A port another process holds: Envoy cannot bind it and rejects the listener.
         import socket
 
@@ -218,6 +219,11 @@ async def test_nack_recorded_previous_config_kept_no_push_loop(tmp_path: Path) -
             await asyncio.sleep(2)
             again = await s.get_json(s.api("/integrations/clash/status"))
             assert again["config"]["types"]["listener"]["push_count"] == pushes, "no push loop"
+
+            # Removing the rejected integration lets the node ACK again: ready once more.
+            async with s.session.delete(s.api("/integrations/clash")) as response:
+                assert response.status == 204
+            await s.service.wait_ready(deadline_s=10)
         finally:
             blocker.close()
 
