@@ -23,21 +23,12 @@ class ResolvedCredentials:
     missing: Mapping[str, str] = field(default_factory=dict)  # ref -> why
 
 
-def _references(items: Iterable[Integration]) -> set[str]:
-    refs: set[str] = set()
-    for item in items:
-        refs.update(ref.ref for ref in item.credentials.values())
-        tls = item.upstream.tls
-        refs.update(r.ref for r in (tls.ca_bundle, tls.client_cert, tls.client_key) if r)
-    return refs
-
-
 def resolve_credentials(
     items: Iterable[Integration], environ: Mapping[str, str]
 ) -> ResolvedCredentials:
     values: dict[str, str] = {}
     missing: dict[str, str] = {}
-    for ref in sorted(_references(items)):
+    for ref in sorted({r.ref for item in items for r in item.credential_refs()}):
         scheme, target = ref.split(":", 1)
         if scheme == "env":
             value = environ.get(target)

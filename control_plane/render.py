@@ -29,14 +29,6 @@ def assign_ports(items: Sequence[Integration], port_range: tuple[int, int]) -> l
     return out
 
 
-def _references(items: Sequence[Integration]) -> list[str]:
-    refs = {r.ref for i in items for r in i.credentials.values()}
-    for i in items:
-        tls = i.upstream.tls
-        refs.update(r.ref for r in (tls.ca_bundle, tls.client_cert, tls.client_key) if r)
-    return sorted(refs)
-
-
 def render_envoy_static(
     items: Sequence[Integration],
     settings: Settings,
@@ -48,7 +40,7 @@ def render_envoy_static(
     if include_secrets:
         values: Mapping[str, str] = resolve_credentials(placed, environ or {}).values
     else:
-        values = {ref: f"<redacted:{ref}>" for ref in _references(placed)}
+        values = {r.ref: f"<redacted:{r.ref}>" for i in placed for r in i.credential_refs()}
     cache_root = str((settings.data_dir / "http-cache").resolve())
     result = translate(placed, values, TranslateOptions(cache_root=cache_root))
     return render_static_bootstrap(result.resources, settings.envoy_admin_port)

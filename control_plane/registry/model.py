@@ -170,6 +170,12 @@ class Integration:
     def replace(self, **changes: Any) -> Integration:
         return dataclasses.replace(self, **changes)
 
+    def credential_refs(self) -> list[CredentialRef]:
+        """Every secret reference the integration names: credentials and TLS material."""
+        tls = self.upstream.tls
+        refs = [*self.credentials.values(), tls.ca_bundle, tls.client_cert, tls.client_key]
+        return [r for r in refs if r is not None]
+
 
 def _duration(seconds: float) -> str:
     if seconds < 1 and seconds * 1000 == int(seconds * 1000):

@@ -33,7 +33,7 @@ from typing import Any
 from google.protobuf import json_format  # type: ignore[import-untyped]
 
 from control_plane.credentials import resolve_credentials
-from control_plane.registry.model import CredentialRef, Integration
+from control_plane.registry.model import Integration
 from control_plane.registry.problems import Problem, RegistryError
 from control_plane.registry.service import RegistryView
 from control_plane.xds.cache import SnapshotCache
@@ -62,13 +62,6 @@ _META_FIELDS = frozenset({"version", "created_at", "updated_at", "source"})
 _definition = operator.attrgetter(
     *(f.name for f in dataclasses.fields(Integration) if f.name not in _META_FIELDS)
 )
-
-
-def _credential_refs(item: Integration) -> list[CredentialRef]:
-    """Every reference the translator may resolve for ``item`` (see translate/secrets)."""
-    tls = item.upstream.tls
-    refs = [*item.credentials.values(), tls.ca_bundle, tls.client_cert, tls.client_key]
-    return [r for r in refs if r is not None]
 
 
 def _fingerprint(value: bytes | str | None) -> bytes | None:
@@ -172,11 +165,7 @@ class ConfigPipeline:
         Runs before the registry stores anything. Credential values are stand-ins: only
         the shape of the configuration is checked here, never a secret.
         """
-        refs = {r.ref for i in items for r in i.credentials.values()}
-        for item in items:
-            tls = item.upstream.tls
-            refs.update(r.ref for r in (tls.ca_bundle, tls.client_cert, tls.client_key) if r)
-        stand_ins = {ref: "precheck" for ref in refs}
+        stand_ins = {r.ref: "precheck" for item in items for r in item.credential_refs()}
         try:
             resources = translate(list(items), stand_ins, self.options()).resources
             Snapshot.build(resources)
@@ -261,7 +250,7 @@ class ConfigPipeline:
         for item in enabled:
             key = (
                 _definition(item),
-                tuple((r.ref, _fingerprint(secrets.get(r.ref))) for r in _credential_refs(item)),
+                tuple((r.ref, _fingerprint(secrets.get(r.ref))) for r in item.credential_refs()),
                 options.generations.get(item.id, 0),
                 options.cache_generations.get(item.id, 0),
                 tuple(options.endpoints.get(item.id, ())),
