@@ -16,6 +16,7 @@ from typing import Any
 
 from adapters import adapter_for
 from control_plane.registry.model import Integration
+from control_plane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from control_plane.xds.translate.clusters import cache_fill_cluster, cluster, token_cluster
 from control_plane.xds.translate.endpoints import load_assignment
 from control_plane.xds.translate.listeners import cache_fill_listener, listener
@@ -44,12 +45,6 @@ __all__ = [
     "translate",
 ]
 
-_PREFIX = "type.googleapis.com/"
-CLUSTER = _PREFIX + "envoy.config.cluster.v3.Cluster"
-ENDPOINT = _PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
-LISTENER = _PREFIX + "envoy.config.listener.v3.Listener"
-ROUTE = _PREFIX + "envoy.config.route.v3.RouteConfiguration"
-SECRET = _PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 

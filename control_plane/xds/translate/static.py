@@ -17,12 +17,12 @@ from envoy.config.core.v3 import address_pb2
 from google.protobuf import any_pb2, descriptor_pool, json_format, message_factory  # type: ignore[import-untyped]
 from google.protobuf.message import Message  # type: ignore[import-untyped]
 
+from control_plane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from control_plane.xds.translate.messages import pack
 from control_plane.xds.translate.options import Resources
 
 __all__ = ["render_static_bootstrap"]
 
-_P = "type.googleapis.com/"
 _HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _SDS = "envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig"
 
@@ -70,11 +70,11 @@ def _copy(message: Message) -> Any:
 
 def render_static_bootstrap(resources: Resources, admin_port: int) -> dict[str, Any]:
     """A full static Envoy config (as a JSON-ready dict) serving ``resources``."""
-    routes = resources.get(_P + "envoy.config.route.v3.RouteConfiguration", {})
-    endpoints = resources.get(_P + "envoy.config.endpoint.v3.ClusterLoadAssignment", {})
+    routes = resources.get(ROUTE, {})
+    endpoints = resources.get(ENDPOINT, {})
     static = bootstrap_pb2.Bootstrap.StaticResources()
-    for name in sorted(resources.get(_P + "envoy.config.cluster.v3.Cluster", {})):
-        cluster = _copy(resources[_P + "envoy.config.cluster.v3.Cluster"][name])
+    for name in sorted(resources.get(CLUSTER, {})):
+        cluster = _copy(resources[CLUSTER][name])
         if cluster.type == cluster_pb2.Cluster.EDS:
             service = cluster.eds_cluster_config.service_name or cluster.name
             cluster.ClearField("eds_cluster_config")
@@ -82,11 +82,11 @@ def render_static_bootstrap(resources: Resources, admin_port: int) -> dict[str, 
             cluster.load_assignment.CopyFrom(endpoints[service])
         _inline(cluster, routes)
         static.clusters.append(cluster)
-    for name in sorted(resources.get(_P + "envoy.config.listener.v3.Listener", {})):
-        listener = _copy(resources[_P + "envoy.config.listener.v3.Listener"][name])
+    for name in sorted(resources.get(LISTENER, {})):
+        listener = _copy(resources[LISTENER][name])
         _inline(listener, routes)
         static.listeners.append(listener)
-    secrets = resources.get(_P + "envoy.extensions.transport_sockets.tls.v3.Secret", {})
+    secrets = resources.get(SECRET, {})
     static.secrets.extend(_copy(secrets[name]) for name in sorted(secrets))
     bootstrap = bootstrap_pb2.Bootstrap(
         # Loopback only: the admin API can drain listeners and dump config (with secrets).
