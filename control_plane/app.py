@@ -37,10 +37,10 @@ from control_plane.observability.logging import configure_logging
 from control_plane.prober import Prober, ProbeSchedule, running_prober
 from control_plane.probes import ProbeBook
 from control_plane.registry.service import RegistryService
+from control_plane.render import sidecar_bootstrap
 from control_plane.security.install import install_security
 from control_plane.settings import Settings
 from control_plane.sidecar.accesslog import CacheLedger
-from control_plane.sidecar.bootstrap import render_bootstrap
 from control_plane.sidecar.link import SidecarLink
 from control_plane.sidecar.supervisor import EnvoySupervisor
 from control_plane.store.factory import create_store
@@ -91,14 +91,7 @@ def _envoy_ctx(enabled: bool):  # type: ignore[no-untyped-def]
         settings = app[SETTINGS]
         link = app[SIDECAR]
         assert link.xds_port is not None
-        bootstrap = render_bootstrap(
-            node_id=settings.envoy_node_id,
-            node_cluster="integration-service",
-            xds_host=settings.xds_host,
-            xds_port=link.xds_port,
-            admin_port=settings.envoy_admin_port,
-            delta=settings.xds_delta,
-        )
+        bootstrap = sidecar_bootstrap(settings, link.xds_port)
         supervisor = EnvoySupervisor(
             bootstrap, settings.data_dir / "envoy", concurrency=settings.envoy_concurrency
         )

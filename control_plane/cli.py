@@ -100,18 +100,9 @@ def _render(args: argparse.Namespace) -> int:
     settings = load_settings(os.environ, args.config)
     file = args.file or settings.integrations_file
     if args.format == "bootstrap":
-        from control_plane.sidecar.bootstrap import render_bootstrap
+        from control_plane.render import sidecar_bootstrap
 
-        print(
-            render_bootstrap(
-                node_id=settings.envoy_node_id,
-                node_cluster="integration-service",
-                xds_host=settings.xds_host,
-                xds_port=settings.xds_port,
-                admin_port=settings.envoy_admin_port,
-                delta=settings.xds_delta,
-            )
-        )
+        print(sidecar_bootstrap(settings))
         return EXIT_OK
     try:
         rules = load_rate_limits(_rules_path(args, settings.rate_limits_file))
