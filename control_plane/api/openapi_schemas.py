@@ -13,6 +13,7 @@ from typing import Any
 from control_plane.api.integrations import READ_ONLY
 from control_plane.registry.model import KINDS
 from control_plane.registry.schema import integration_schema
+from control_plane.sidecar.admin import CIRCUIT_BREAKER_GAUGES
 
 __all__ = ["component_schemas"]
 
@@ -301,17 +302,7 @@ def _cache_clear() -> Schema:
 
 
 def _circuit_breaker() -> Schema:
-    gauges = (
-        "cx_open",
-        "cx_pool_open",
-        "rq_open",
-        "rq_pending_open",
-        "rq_retry_open",
-        "remaining_cx",
-        "remaining_pending",
-        "remaining_rq",
-        "remaining_retries",
-    )
+    gauges = CIRCUIT_BREAKER_GAUGES
     return _all_required(
         {
             "id": _STRING,

@@ -18,7 +18,7 @@ from control_plane.api.problems import problem_response
 from control_plane.events.lifecycle import EVENTS
 from control_plane.registry.model import Integration
 from control_plane.sidecar.accesslog import CacheLedger
-from control_plane.sidecar.admin import EnvoyAdminError
+from control_plane.sidecar.admin import CIRCUIT_BREAKER_GAUGES, EnvoyAdminError
 from control_plane.store.protocol import NotFoundError
 from control_plane.xds.resources import CLUSTER, LISTENER
 
@@ -375,17 +375,7 @@ async def circuit_breaker(request: web.Request) -> web.Response:
     prefix = f"cluster.{item.id}."
     gauges = {
         name: stats.get(f"{prefix}circuit_breakers.default.{name}", 0)
-        for name in (
-            "cx_open",
-            "cx_pool_open",
-            "rq_open",
-            "rq_pending_open",
-            "rq_retry_open",
-            "remaining_cx",
-            "remaining_pending",
-            "remaining_rq",
-            "remaining_retries",
-        )
+        for name in CIRCUIT_BREAKER_GAUGES
     }
     cluster = clusters.get(item.id)
     hosts = [

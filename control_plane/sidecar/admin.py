@@ -15,6 +15,7 @@ from typing import Any, Self
 import aiohttp
 
 __all__ = [
+    "CIRCUIT_BREAKER_GAUGES",
     "CircuitBreakerThresholds",
     "ClusterStatus",
     "EnvoyAdmin",
@@ -41,6 +42,21 @@ _EDS_HEALTH_FLAGS = {
     "DEGRADED": "DEGRADED_EDS_HEALTH",
     "DRAINING": "EDS_STATUS_DRAINING",
 }
+
+
+# Envoy's per-cluster circuit-breaker gauges (``cluster.<name>.circuit_breakers.default.*``):
+# ``*_open`` is 1 while that limit is reached, ``remaining_*`` needs ``track_remaining``.
+CIRCUIT_BREAKER_GAUGES: tuple[str, ...] = (
+    "cx_open",
+    "cx_pool_open",
+    "rq_open",
+    "rq_pending_open",
+    "rq_retry_open",
+    "remaining_cx",
+    "remaining_pending",
+    "remaining_rq",
+    "remaining_retries",
+)
 
 
 class EnvoyAdminError(Exception):
