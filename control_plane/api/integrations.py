@@ -15,6 +15,7 @@ from aiohttp import web
 from control_plane.api.keys import PROBES, REGISTRY
 from control_plane.api.middleware import PreconditionFailed
 from control_plane.api.problems import problem_response
+from control_plane.api.query import bool_param, int_param
 from control_plane.observability.logging import REQUEST_ID
 from control_plane.registry.model import Integration, to_document
 from control_plane.security.admission import admit_integration
@@ -85,36 +86,12 @@ def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None
     return web.json_response(data, status=status, headers=headers)
 
 
-def _bool_param(request: web.Request, name: str) -> bool | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return None
-    if raw.lower() in ("true", "1", "yes"):
-        return True
-    if raw.lower() in ("false", "0", "no"):
-        return False
-    raise web.HTTPBadRequest(reason=f"query parameter {name!r} must be true or false")
-
-
-def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise web.HTTPBadRequest(reason=f"query parameter {name!r} must be an integer") from None
-    if not lo <= value <= hi:
-        raise web.HTTPBadRequest(reason=f"query parameter {name!r} must be from {lo} to {hi}")
-    return value
-
-
 @routes.get("/integrations")
 async def list_integrations(request: web.Request) -> web.Response:
     items = list(request.app[REGISTRY].view.items.values())
     kind = request.query.get("kind")
     tenant = request.query.get("tenant")
-    enabled = _bool_param(request, "enabled")
+    enabled = bool_param(request, "enabled")
     health = request.query.get("health")
     if health is not None and health not in ("healthy", "unhealthy", "unknown"):
         raise web.HTTPBadRequest(
@@ -130,8 +107,8 @@ async def list_integrations(request: web.Request) -> web.Response:
         items = [i for i in items if i.enabled == enabled]
     if health is not None:
         items = [i for i in items if probes.state_of(i.id) == health]
-    limit = _int_param(request, "limit", 100, 1, MAX_LIMIT)
-    offset = _int_param(request, "offset", 0, 0, 10**9)
+    limit = int_param(request, "limit", 100, 1, MAX_LIMIT)
+    offset = int_param(request, "offset", 0, 0, 10**9)
     page = items[offset : offset + limit]
     body: dict[str, Any] = {
         "items": [integration_body(i) for i in page],

@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from control_plane.api.keys import STORE
+from control_plane.api.query import int_param
 from control_plane.observability.logging import scrub
 from control_plane.registry.model import CREDENTIAL_REF_PATTERN
 from control_plane.security.context import SecurityProblem, principal_of
@@ -106,19 +107,6 @@ def _time(request: web.Request, name: str) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def _int(request: web.Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SecurityProblem(400, f"query parameter {name!r} must be an integer") from None
-    if not lo <= value <= hi:
-        raise SecurityProblem(400, f"query parameter {name!r} must be from {lo} to {hi}")
-    return value
-
-
 @routes.get("/audit")
 async def list_audit(request: web.Request) -> web.Response:
     """Newest first; filters: principal, tenant, action, target, since, until; pages with
@@ -129,7 +117,7 @@ async def list_audit(request: web.Request) -> web.Response:
         if tenant is not None and tenant != principal.tenant:
             return web.json_response({"items": [], "limit": 0})
         tenant = principal.tenant
-    limit = _int(request, "limit", 100, 1, MAX_LIMIT)
+    limit = int_param(request, "limit", 100, 1, MAX_LIMIT)
     assert limit is not None
     query = AuditQuery(
         principal=request.query.get("principal"),
@@ -138,7 +126,7 @@ async def list_audit(request: web.Request) -> web.Response:
         target=request.query.get("target"),
         since=_time(request, "since"),
         until=_time(request, "until"),
-        before_id=_int(request, "before_id", None, 1, 2**62),
+        before_id=int_param(request, "before_id", None, 1, 2**62),
         limit=limit,
     )
     entries = await request.app[STORE].list_audit(query)
