@@ -21,7 +21,7 @@ import logging
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
@@ -84,16 +84,23 @@ class _SotwType:
     nacked_key: tuple[str, frozenset[str] | None] | None = None
 
 
-class _SotwState:
-    """State of the world: every response carries the full set for the subscription."""
+_T = TypeVar("_T")
+
+
+class _StreamBase(Generic[_T]):
+    """What both stream kinds keep: the node, its status, per-type state and nonces."""
 
     def __init__(self, node_id: str, status: XdsStatus) -> None:
         self.node_id, self.status = node_id, status
-        self.types: dict[str, _SotwType] = {}
+        self.types: dict[str, _T] = {}
         self._nonces = _nonces()
 
     def subscribed(self) -> set[str]:
         return set(self.types)
+
+
+class _SotwState(_StreamBase[_SotwType]):
+    """State of the world: every response carries the full set for the subscription."""
 
     @staticmethod
     def _names(type_url: str, resource_names: Any) -> frozenset[str] | None:
@@ -179,16 +186,8 @@ class _DeltaType:
     answered: bool = False
 
 
-class _DeltaState:
+class _DeltaState(_StreamBase[_DeltaType]):
     """Incremental xDS: send only what changed, and ``removed_resources`` for deletions."""
-
-    def __init__(self, node_id: str, status: XdsStatus) -> None:
-        self.node_id, self.status = node_id, status
-        self.types: dict[str, _DeltaType] = {}
-        self._nonces = _nonces()
-
-    def subscribed(self) -> set[str]:
-        return set(self.types)
 
     def on_request(self, request: Any) -> set[str]:
         type_url = request.type_url
