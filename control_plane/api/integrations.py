@@ -22,7 +22,7 @@ from control_plane.security.admission import admit_integration
 from control_plane.security.context import sees
 from control_plane.store.protocol import NotFoundError
 
-__all__ = ["etag_of", "integration_body", "routes"]
+__all__ = ["endpoint_of", "etag_of", "integration_body", "routes"]
 
 routes = web.RouteTableDef()
 
@@ -32,21 +32,24 @@ MAX_LIMIT = 500
 READ_ONLY = ("version", "source", "created_at", "updated_at", "endpoint")
 
 
-def etag_of(item: Integration) -> str:
+def etag_of(item: Integration, document: dict[str, Any] | None = None) -> str:
+    """Registered: the store's version. Declared: a digest of the document (``document``
+    is ``to_document(item)`` when the caller already built it)."""
     if item.source == "registered":
         return f'"v{item.version}"'
-    digest = hashlib.sha256(json.dumps(to_document(item), sort_keys=True).encode()).hexdigest()
-    return f'"d-{digest[:16]}"'
+    text = json.dumps(document or to_document(item), sort_keys=True)
+    return f'"d-{hashlib.sha256(text.encode()).hexdigest()[:16]}"'
 
 
-def integration_body(item: Integration) -> dict[str, Any]:
-    body = to_document(item)
-    body["endpoint"] = (
-        f"http://127.0.0.1:{item.listen_port}"
-        if item.upstream.scheme in ("http", "https")
-        else f"127.0.0.1:{item.listen_port}"
-    )
-    return body
+def endpoint_of(item: Integration) -> str:
+    """Where the app points its client: the integration's loopback port on the sidecar."""
+    if item.upstream.scheme in ("http", "https"):
+        return f"http://127.0.0.1:{item.listen_port}"
+    return f"127.0.0.1:{item.listen_port}"
+
+
+def integration_body(item: Integration, document: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {**(document or to_document(item)), "endpoint": endpoint_of(item)}
 
 
 def _found(request: web.Request) -> Integration:
@@ -62,9 +65,10 @@ def _check_if_match(request: web.Request, item: Integration) -> int:
     header = request.headers.get("If-Match")
     if header is not None and header.strip() != "*":
         tags = [t.strip().removeprefix("W/") for t in header.split(",")]
-        if etag_of(item) not in tags:
+        current = etag_of(item)
+        if current not in tags:
             raise PreconditionFailed(
-                f"If-Match {header} does not match the current version {etag_of(item)}; "
+                f"If-Match {header} does not match the current version {current}; "
                 "GET the integration again and retry with its ETag"
             )
     return item.version
@@ -139,10 +143,11 @@ async def create_integration(request: web.Request) -> web.Response:
 @routes.get("/integrations/{integration_id}")
 async def get_integration(request: web.Request) -> web.StreamResponse:
     item = _found(request)
-    tag = etag_of(item)
+    document = to_document(item)  # built once: the ETag of a declared one digests it
+    tag = etag_of(item, document)
     if tag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
         return web.Response(status=304, headers={"ETag": tag})
-    return _json(integration_body(item), headers={"ETag": tag})
+    return _json(integration_body(item, document), headers={"ETag": tag})
 
 
 @routes.put("/integrations/{integration_id}")

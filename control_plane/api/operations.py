@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from control_plane.api.integrations import integration_body
+from control_plane.api.integrations import endpoint_of
 from control_plane.api.keys import PIPELINE, PROBER, PROBES, REGISTRY, SIDECAR, XDS_CACHE
 from control_plane.api.problems import problem_response
 from control_plane.events.lifecycle import EVENTS
@@ -106,7 +106,7 @@ async def status(request: web.Request) -> web.Response:
             "id": item.id,
             "enabled": item.enabled,
             "listen_port": item.listen_port,
-            "endpoint": integration_body(item)["endpoint"],
+            "endpoint": endpoint_of(item),
             "registry_version": item.version,
             "source": item.source,
             "config": _config_state(request, item),
