@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck unit system-deps clean bench
+.PHONY: run test lint layers typecheck unit system-deps clean bench
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -27,7 +27,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: $(STAMP) system-deps lint typecheck
+# The one-way layering contract in pyproject.toml ([tool.importlinter]).
+layers: $(STAMP)
+	$(VENV)/bin/lint-imports
+
+test: $(STAMP) system-deps lint layers typecheck
 	$(VENV)/bin/pytest --cov --cov-report=term --cov-report=xml:.coverage.xml $(PYTEST_ARGS)
 
 unit: $(STAMP)

@@ -30,8 +30,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from bench.registry_docs import document
+from control_plane.model import Integration
 from control_plane.registry.loader import integration_from_document
-from control_plane.registry.model import Integration
 from control_plane.registry.service import RegistryView
 from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.pipeline import ConfigPipeline

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from control_plane.registry.problems import Problem, RegistryError
+from control_plane.problems import Problem, RegistryError
 
 __all__ = ["Settings", "load_settings"]
 
@@ -63,7 +63,7 @@ class Settings:
     api_rate_burst: int = 100
     metrics_auth: bool = False
     upstream_allowlist: str = ""
-    # Periodic probes through the sidecar (control_plane.prober.ProbeSchedule).
+    # Periodic probes through the sidecar (control_plane.probing.runner.ProbeSchedule).
     probe_enabled: bool = True
     probe_interval: float = 30.0
     probe_timeout: float = 10.0

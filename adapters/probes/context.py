@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from control_plane.probes import ProbeResult
-from control_plane.registry.model import CredentialRef, Integration
+from adapters.probes.result import ProbeResult
+from control_plane.model import CredentialRef, Integration
 
 __all__ = ["Probe", "ProbeContext"]
 

@@ -16,7 +16,7 @@ import aiosmtplib
 
 from adapters.probes.context import ProbeContext
 from adapters.probes.http import get_through_sidecar
-from control_plane.probes import ProbeResult
+from adapters.probes.result import ProbeResult
 
 __all__ = ["probe"]
 

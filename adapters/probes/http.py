@@ -11,7 +11,7 @@ import aiohttp
 
 from adapters.probes.context import ProbeContext
 from adapters.probes.envoy_replies import sidecar_failure
-from control_plane.probes import ProbeResult
+from adapters.probes.result import ProbeResult
 
 __all__ = ["get_through_sidecar", "probe"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncpg
 
 from adapters.probes.context import ProbeContext
-from control_plane.probes import ProbeResult
+from adapters.probes.result import ProbeResult
 
 __all__ = ["probe"]
 

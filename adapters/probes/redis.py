@@ -18,7 +18,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from adapters.probes.context import ProbeContext
-from control_plane.probes import ProbeResult
+from adapters.probes.result import ProbeResult
 
 __all__ = ["probe"]
 

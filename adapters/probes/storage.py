@@ -21,7 +21,7 @@ import asyncio
 from typing import Any
 
 from adapters.probes.context import ProbeContext
-from control_plane.probes import ProbeResult
+from adapters.probes.result import ProbeResult
 
 __all__ = ["probe"]
 

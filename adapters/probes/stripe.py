@@ -14,7 +14,7 @@ import stripe
 
 from adapters.probes.context import ProbeContext
 from adapters.probes.envoy_replies import sidecar_failure
-from control_plane.probes import ProbeResult
+from adapters.probes.result import ProbeResult
 
 __all__ = ["probe"]
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from control_plane.api.keys import REGISTRY, STORE
+from control_plane.keys import REGISTRY, STORE
 
 __all__ = ["READINESS_CHECKS", "routes"]
 

@@ -12,14 +12,14 @@ from typing import Any
 
 from aiohttp import web
 
-from control_plane.api.keys import PROBES, REGISTRY
+from control_plane.api.admission import admit_integration
+from control_plane.api.caller import sees
 from control_plane.api.middleware import PreconditionFailed
 from control_plane.api.problems import problem_response
 from control_plane.api.query import bool_param, int_param
+from control_plane.keys import PROBES, REGISTRY
+from control_plane.model import Integration, to_document
 from control_plane.observability.logging import REQUEST_ID
-from control_plane.registry.model import Integration, to_document
-from control_plane.security.admission import admit_integration
-from control_plane.security.context import sees
 from control_plane.store.protocol import NotFoundError
 
 __all__ = ["endpoint_of", "etag_of", "integration_body", "routes"]

@@ -13,12 +13,11 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
-from control_plane.api.keys import PIPELINE, PROBES, REGISTRY, XDS_CACHE
+from control_plane.keys import METRICS, PIPELINE, PROBES, REGISTRY, XDS_CACHE
 from control_plane.observability.metrics import ConfigSample, MetricSources, ServiceMetrics
 
-__all__ = ["METRICS", "install_metrics", "metrics_middleware", "route_template", "routes"]
+__all__ = ["install_metrics", "metrics_middleware", "route_template", "routes"]
 
-METRICS = web.AppKey("metrics", ServiceMetrics)
 UNMATCHED = "<unmatched>"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

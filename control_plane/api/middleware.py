@@ -20,7 +20,7 @@ from aiohttp import web
 
 from control_plane.api.problems import problem_response
 from control_plane.observability.logging import REQUEST_ID, TRACE_ID
-from control_plane.registry.problems import RegistryError
+from control_plane.problems import RegistryError
 from control_plane.registry.service import DeclaredConflict
 from control_plane.store.protocol import ConflictError, NotFoundError, StoreUnavailableError
 

@@ -13,11 +13,19 @@ from typing import Any
 from aiohttp import web
 
 from control_plane.api.integrations import endpoint_of
-from control_plane.api.keys import PIPELINE, PROBER, PROBES, REGISTRY, SIDECAR, XDS_CACHE
 from control_plane.api.problems import problem_response
-from control_plane.events.lifecycle import EVENTS
-from control_plane.registry.model import Integration
-from control_plane.sidecar.accesslog import CacheLedger
+from control_plane.keys import (
+    CACHE_LEDGER,
+    EVENTS,
+    PIPELINE,
+    PROBER,
+    PROBES,
+    RATE_SAMPLES,
+    REGISTRY,
+    SIDECAR,
+    XDS_CACHE,
+)
+from control_plane.model import Integration
 from control_plane.sidecar.admin import CIRCUIT_BREAKER_GAUGES, EnvoyAdminError
 from control_plane.store.protocol import NotFoundError
 from control_plane.xds.resources import CLUSTER, LISTENER
@@ -26,8 +34,6 @@ __all__ = ["routes"]
 
 routes = web.RouteTableDef()
 
-RATE_SAMPLES = web.AppKey("rate_samples", dict[str, deque[tuple[float, float]]])
-CACHE_LEDGER = web.AppKey("cache_ledger", CacheLedger)
 RATE_WINDOW_S = 60.0
 
 

@@ -266,3 +266,10 @@ class ConsulDiscovery:
             elapsed = asyncio.get_running_loop().time() - started
             if elapsed < self.min_interval_s:
                 await asyncio.sleep(self.min_interval_s - elapsed)
+
+
+@dataclass(slots=True)
+class ConsulRuntime:
+    client: ConsulClient
+    registration: ServiceRegistration
+    discovery: ConsulDiscovery

@@ -19,10 +19,10 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
+from control_plane.cloudevents import envelope_problems
 from control_plane.events.bus import EventBus, Message
-from control_plane.events.envelope import envelope_problems
 from control_plane.events.watchers import probe_correlation
-from control_plane.probes import ProbeBook
+from control_plane.probing.book import ProbeBook
 
 __all__ = [
     "CONSUMED_TYPES",

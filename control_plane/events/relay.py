@@ -20,8 +20,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from control_plane.cloudevents import make_event
 from control_plane.events.bus import EventBus, PublishError
-from control_plane.events.envelope import make_event
 from control_plane.store.protocol import OutboxEvent, RegistryStore, StoreError
 
 __all__ = ["EventPublisher", "OutboxRelay"]

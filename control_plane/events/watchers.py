@@ -25,8 +25,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from control_plane.probes import ProbeResult
-from control_plane.registry.model import Integration
+from adapters.probes.result import ProbeResult
+from control_plane.model import Integration
 from control_plane.xds.cache import NackListener
 
 __all__ = [
@@ -274,7 +274,7 @@ def nack_listener(emitter: Emitter, integrations: Integrations) -> NackListener:
 
 
 class HealthCheckLike(Protocol):
-    """What :class:`control_plane.prober.Prober` hands its callbacks (``HealthCheck``)."""
+    """What :class:`control_plane.probing.runner.Prober` hands its callbacks (``HealthCheck``)."""
 
     @property
     def integration(self) -> Integration: ...

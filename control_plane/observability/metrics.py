@@ -29,8 +29,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from control_plane.probes import ProbeBook
-from control_plane.registry.model import Integration
+from control_plane.model import Integration
+from control_plane.probing.book import ProbeBook
 from control_plane.xds.cache import XdsStatus
 from control_plane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from adapters import ADAPTERS
-from control_plane.registry.model import (
+from control_plane.model import (
     CircuitBreaker,
     CredentialRef,
     Integration,
@@ -29,7 +29,7 @@ from control_plane.registry.model import (
     TlsSettings,
     Upstream,
 )
-from control_plane.registry.problems import Problem, RegistryError
+from control_plane.problems import Problem, RegistryError
 from control_plane.registry.schema import (
     DURATION_PATTERN,
     file_schema,

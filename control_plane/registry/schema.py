@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from adapters import ADAPTERS
-from control_plane.registry.model import KINDS
+from control_plane.model import KINDS
 
 __all__ = [
     "DURATION_PATTERN",

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from control_plane.events.envelope import make_event
+from control_plane.cloudevents import make_event
+from control_plane.model import Integration, to_document
+from control_plane.problems import Problem, RegistryError
 from control_plane.registry.loader import (
     RateRules,
     integration_from_document,
@@ -25,8 +27,6 @@ from control_plane.registry.loader import (
     load_rate_limits,
     validate_integration_document,
 )
-from control_plane.registry.model import Integration, to_document
-from control_plane.registry.problems import Problem, RegistryError
 from control_plane.store.protocol import (
     ConflictError,
     NotFoundError,

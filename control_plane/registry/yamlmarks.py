@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from control_plane.registry.problems import Problem, json_pointer
+from control_plane.problems import Problem, json_pointer
 
 __all__ = ["MarkedDocument", "load_marked"]
 

@@ -1,4 +1,6 @@
-"""The app's security state and the per-request principal (typed aiohttp keys)."""
+"""The app's security state (authenticators, limiter, SSRF guard) and the problems and
+audit drafts its checks produce. No HTTP here: ``control_plane.api.caller`` holds the
+per-request principal."""
 
 from __future__ import annotations
 
@@ -7,28 +9,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-
 from control_plane.security.api_keys import ApiKeyAuthenticator
 from control_plane.security.jwt import JwtVerifier
-from control_plane.security.principal import Principal
 from control_plane.security.ratelimit import RateLimiter
 from control_plane.security.ssrf import UpstreamGuard
 
-__all__ = [
-    "AUDIT_DRAFT",
-    "AUTH_HEADER",
-    "PRINCIPAL",
-    "SECURITY",
-    "WARNINGS",
-    "AuditDraft",
-    "SecurityContext",
-    "SecurityProblem",
-    "principal_of",
-    "sees",
-]
-
-AUTH_HEADER = "X-Integration-Service-Auth"
+__all__ = ["AuditDraft", "SecurityContext", "SecurityProblem", "utcnow"]
 
 
 @dataclass(slots=True)
@@ -59,22 +45,6 @@ class SecurityProblem(Exception):
         self.status = status
         self.detail = detail
         self.extensions = extensions
-
-
-SECURITY = web.AppKey("security", SecurityContext)
-PRINCIPAL = web.RequestKey("principal", Principal)
-AUDIT_DRAFT = web.RequestKey("audit_draft", AuditDraft)
-WARNINGS = web.RequestKey("security_warnings", list[str])
-
-
-def principal_of(request: web.Request) -> Principal | None:
-    return request.get(PRINCIPAL)
-
-
-def sees(request: web.Request, tenant: str | None) -> bool:
-    """Whether the caller may know that an object of ``tenant`` exists."""
-    principal = principal_of(request)
-    return principal is None or principal.sees(tenant)
 
 
 def utcnow() -> dt.datetime:

@@ -21,11 +21,15 @@ import string
 from collections.abc import Mapping
 from pathlib import Path
 
+from control_plane.settings import Settings
+
 __all__ = [
     "BOOTSTRAP_ENV_VAR",
+    "NODE_CLUSTER",
     "BootstrapTemplateNotFoundError",
     "bootstrap_template_path",
     "render_bootstrap",
+    "sidecar_bootstrap",
 ]
 
 BOOTSTRAP_ENV_VAR = "INTEGRATION_SERVICE_BOOTSTRAP"
@@ -113,4 +117,20 @@ def render_bootstrap(
         xds_port=xds_port,
         admin_port=admin_port,
         xds_api_type="DELTA_GRPC" if delta else "GRPC",
+    )
+
+
+NODE_CLUSTER = "integration-service"
+
+
+def sidecar_bootstrap(settings: Settings, xds_port: int | None = None) -> str:
+    """The shared Envoy bootstrap filled in from settings: one source for the embedded
+    Envoy and for ``render --format bootstrap`` (the Kubernetes ConfigMap)."""
+    return render_bootstrap(
+        node_id=settings.envoy_node_id,
+        node_cluster=NODE_CLUSTER,
+        xds_host=settings.xds_host,
+        xds_port=settings.xds_port if xds_port is None else xds_port,
+        admin_port=settings.envoy_admin_port,
+        delta=settings.xds_delta,
     )

@@ -32,9 +32,9 @@ from typing import Any
 
 from google.protobuf import json_format  # type: ignore[import-untyped]
 
-from control_plane.credentials import resolve_credentials
-from control_plane.registry.model import Integration
-from control_plane.registry.problems import Problem, RegistryError
+from control_plane.model import Integration
+from control_plane.problems import Problem, RegistryError
+from control_plane.registry.credentials import resolve_credentials
 from control_plane.registry.service import RegistryView
 from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.snapshot import InconsistentSnapshot, Snapshot

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from adapters import adapter_for
-from control_plane.registry.model import Integration
+from control_plane.model import Integration
 from control_plane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from control_plane.xds.translate.clusters import cache_fill_cluster, cluster, token_cluster
 from control_plane.xds.translate.endpoints import load_assignment

@@ -20,7 +20,7 @@ from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2  # type: ignore[import-untyped]
 
-from control_plane.registry.model import Integration
+from control_plane.model import Integration
 from control_plane.xds.translate.endpoints import load_assignment
 from control_plane.xds.translate.http_filters import (
     cache_fill_address,

@@ -54,7 +54,7 @@ from envoy.extensions.http.injected_credentials.oauth2.v3 import oauth2_pb2
 from envoy.type.v3 import percent_pb2, token_bucket_pb2
 from google.protobuf import wrappers_pb2  # type: ignore[import-untyped]
 
-from control_plane.registry.model import Integration, RateBucket
+from control_plane.model import Integration, RateBucket
 from control_plane.xds.translate.messages import duration, pack, typed_extension
 from control_plane.xds.translate.options import TranslateOptions
 from control_plane.xds.translate.secrets import SecretBook

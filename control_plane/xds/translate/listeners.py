@@ -20,7 +20,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
-from control_plane.registry.model import Integration
+from control_plane.model import Integration
 from control_plane.xds.translate.http_filters import (
     cache_fill_address,
     cache_fill_http_filters,

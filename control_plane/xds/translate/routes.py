@@ -15,7 +15,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from google.protobuf import wrappers_pb2  # type: ignore[import-untyped]
 
-from control_plane.registry.model import Integration
+from control_plane.model import Integration
 from control_plane.xds.translate.messages import duration
 
 __all__ = ["IDEMPOTENT_METHODS", "route_configuration"]

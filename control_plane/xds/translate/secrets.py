@@ -17,7 +17,7 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
-from control_plane.registry.model import CredentialRef, Integration
+from control_plane.model import CredentialRef, Integration
 from control_plane.xds.translate.messages import ads
 from control_plane.xds.translate.options import SecretValues
 

@@ -11,10 +11,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from control_plane.api.keys import PROBES, XDS_CACHE
-from control_plane.api.metrics import METRICS
+from adapters.probes.result import ProbeResult
 from control_plane.app import create_app
-from control_plane.probes import ProbeResult
+from control_plane.keys import METRICS, PROBES, XDS_CACHE
 from control_plane.xds.resources import CLUSTER, LISTENER
 from tests.support.app import app_settings
 

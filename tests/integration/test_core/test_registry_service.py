@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from control_plane.registry.model import Integration
-from control_plane.registry.problems import RegistryError
+from control_plane.model import Integration
+from control_plane.problems import RegistryError
 from control_plane.registry.service import DeclaredConflict, RegistryService, RegistryView
 from control_plane.store.protocol import ConflictError
 from control_plane.store.sqlite import SqliteStore
@@ -143,8 +143,8 @@ async def test_precheck_refuses_what_envoy_could_not_take(tmp_path: Path) -> Non
     block the configuration pushes that follow."""
     import dataclasses
 
+    from control_plane.problems import Problem
     from control_plane.registry.loader import integration_from_document
-    from control_plane.registry.problems import Problem
     from control_plane.xds.cache import SnapshotCache
     from control_plane.xds.pipeline import ConfigPipeline
 

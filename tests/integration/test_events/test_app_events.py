@@ -9,9 +9,9 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from control_plane.app import create_app
+from control_plane.cloudevents import make_event
 from control_plane.events.bus import InProcessBus, Message
-from control_plane.events.envelope import make_event
-from control_plane.events.lifecycle import EVENTS
+from control_plane.keys import EVENTS
 from control_plane.settings import load_settings
 from tests.support.waiting import wait_until
 

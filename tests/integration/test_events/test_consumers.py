@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from adapters.probes.result import ProbeResult
+from control_plane.cloudevents import make_event
 from control_plane.events.bus import Message
 from control_plane.events.consumers import EventConsumer, UsageBook
-from control_plane.events.envelope import make_event
 from control_plane.events.redis_bus import RedisBus
 from control_plane.events.relay import EventPublisher, OutboxRelay
 from control_plane.events.watchers import HealthPublisher
-from control_plane.probes import ProbeBook, ProbeResult
+from control_plane.probing.book import ProbeBook
 from control_plane.registry.service import RegistryService
 from tests.support.waiting import wait_until
 

@@ -13,12 +13,12 @@ from collections.abc import Mapping
 
 import pytest
 
+from adapters.probes.result import ProbeResult
+from control_plane.cloudevents import envelope_problems
 from control_plane.events.bus import Message
-from control_plane.events.envelope import envelope_problems
 from control_plane.events.redis_bus import RedisBus
 from control_plane.events.relay import EventPublisher, OutboxRelay
 from control_plane.events.watchers import EnvoyStatsWatcher, HealthPublisher, nack_listener
-from control_plane.probes import ProbeResult
 from control_plane.registry.service import RegistryService
 from control_plane.xds.cache import XdsStatus
 from tests.support.waiting import wait_until

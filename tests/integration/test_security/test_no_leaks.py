@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from control_plane.api.keys import STORE
+from control_plane.keys import STORE
 from control_plane.observability.logging import JsonFormatter
 from control_plane.store.protocol import AuditQuery
 from tests.integration.test_security.conftest import (

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from control_plane.api.keys import STORE
+from control_plane.keys import STORE
 from control_plane.security.ssrf import Allowlist, SsrfRefused, UpstreamGuard, parse_ip_literal
 from tests.integration.test_security.conftest import ADMIN, MakeSecure, Secure, weather_doc
 

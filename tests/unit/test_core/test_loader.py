@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from control_plane.model import to_document
+from control_plane.problems import RegistryError
 from control_plane.registry.loader import (
     integration_from_document,
     load_integrations_file,
@@ -14,8 +16,6 @@ from control_plane.registry.loader import (
     parse_integrations_text,
     validate_integration_document,
 )
-from control_plane.registry.model import to_document
-from control_plane.registry.problems import RegistryError
 
 ROOT = Path(__file__).resolve().parents[3]
 RULES = load_rate_limits(ROOT / "config" / "rate_limits.yaml")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.registry.problems import RegistryError
+from control_plane.problems import RegistryError
 from control_plane.settings import load_settings, redact_url
 
 
@@ -46,7 +46,7 @@ def test_describe_redacts_passwords(tmp_path: Path) -> None:
 
 
 def test_probe_schedule_from_file_overlaid_by_env(tmp_path: Path) -> None:
-    from control_plane.prober import ProbeSchedule
+    from control_plane.probing.runner import ProbeSchedule
 
     cfg = tmp_path / "service.yaml"
     cfg.write_text("probe_interval: 5\nprobe_unhealthy_threshold: 3\n")

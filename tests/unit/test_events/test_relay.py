@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from control_plane.cloudevents import make_event
 from control_plane.events.bus import Handler, InProcessBus, Message, PublishError
-from control_plane.events.envelope import make_event
 from control_plane.events.relay import OutboxRelay
 from control_plane.store.protocol import OutboxEvent
 from control_plane.store.sqlite import SqliteStore

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from control_plane.cloudevents import envelope_problems, make_event
 from control_plane.events.consumers import SeenIds, named_integrations
-from control_plane.events.envelope import envelope_problems, make_event
 from control_plane.events.watchers import BreakerTracker, RateLimitTracker
 
 STAT = "pay.http_local_rate_limit.rate_limited"

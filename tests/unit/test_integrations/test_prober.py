@@ -10,10 +10,11 @@ import pytest
 
 from adapters.probes import ProbeContext, probe_for
 from adapters.probes.envoy_replies import sidecar_failure
-from control_plane.prober import HealthCheck, Prober, ProbeSchedule
-from control_plane.probes import ProbeBook, ProbeResult
-from control_plane.registry.model import CredentialRef, Integration, TlsSettings, Upstream
-from control_plane.registry.problems import RegistryError
+from adapters.probes.result import ProbeResult
+from control_plane.model import CredentialRef, Integration, TlsSettings, Upstream
+from control_plane.probing.book import ProbeBook
+from control_plane.probing.runner import HealthCheck, Prober, ProbeSchedule
+from control_plane.problems import RegistryError
 from control_plane.registry.service import RegistryView
 
 

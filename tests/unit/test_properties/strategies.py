@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from adapters import ADAPTERS
-from control_plane.registry.model import KINDS
+from control_plane.model import KINDS
 
 __all__ = ["CA_REF", "CERT_REF", "KEY_REF", "documents", "registries"]
 

@@ -23,13 +23,13 @@ import trustme
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from control_plane.model import Integration
 from control_plane.registry.loader import (
     RateRules,
     integration_from_document,
     load_rate_limits,
     validate_integration_document,
 )
-from control_plane.registry.model import Integration
 from control_plane.sidecar.binary import find_envoy_binary
 from control_plane.xds.snapshot import Snapshot
 from control_plane.xds.translate import (

@@ -11,12 +11,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from control_plane.model import Integration
 from control_plane.registry.loader import (
     load_integrations_file,
     load_rate_limits,
     parse_integrations_text,
 )
-from control_plane.registry.model import Integration
 from control_plane.xds.translate import TranslateOptions
 
 __all__ = ["CASES", "Case", "example_integrations"]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from google.protobuf import json_format  # type: ignore[import-untyped]
 
-from control_plane.registry.model import CredentialRef
+from control_plane.model import CredentialRef
 from control_plane.xds.resources import references
 from control_plane.xds.translate import (
     CLUSTER,

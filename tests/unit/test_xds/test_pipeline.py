@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from control_plane.credentials import resolve_credentials
-from control_plane.registry.model import Integration, Policies
+from control_plane.model import Integration, Policies
+from control_plane.registry.credentials import resolve_credentials
 from control_plane.registry.service import RegistryView
 from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.pipeline import ConfigPipeline

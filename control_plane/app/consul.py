@@ -12,29 +12,23 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 from aiohttp import web
 
 from control_plane import __version__
-from control_plane.api.keys import PIPELINE, REGISTRY, SETTINGS
-from control_plane.discovery.consul import ConsulClient, ConsulDiscovery, ServiceRegistration
+from control_plane.discovery.consul import (
+    ConsulClient,
+    ConsulDiscovery,
+    ConsulRuntime,
+    ServiceRegistration,
+)
+from control_plane.keys import CONSUL, PIPELINE, REGISTRY, SETTINGS
 from control_plane.settings import Settings
 
-__all__ = ["CONSUL", "ConsulRuntime", "install_consul"]
+__all__ = ["install_consul"]
 
 SERVICE_NAME = "integration-service"
 _WILDCARDS = ("", "0.0.0.0", "::")
-
-
-@dataclass(slots=True)
-class ConsulRuntime:
-    client: ConsulClient
-    registration: ServiceRegistration
-    discovery: ConsulDiscovery
-
-
-CONSUL = web.AppKey("consul", ConsulRuntime)
 
 
 def service_id(settings: Settings, hostname: str) -> str:

@@ -13,9 +13,10 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from control_plane.api.keys import REGISTRY
+from control_plane.api.caller import WARNINGS, principal_of
+from control_plane.keys import REGISTRY, SECURITY
 from control_plane.registry.loader import integration_from_document
-from control_plane.security.context import SECURITY, WARNINGS, SecurityProblem, principal_of
+from control_plane.security.context import SecurityProblem
 from control_plane.security.ssrf import ALLOWED_SCHEMES, SsrfRefused
 
 __all__ = ["admit_integration"]

@@ -18,9 +18,9 @@ from typing import Any
 
 from aiohttp import web
 
-from control_plane.api.openapi_schemas import component_schemas
-from control_plane.registry.model import KINDS
-from control_plane.security.openapi import add_security
+from control_plane.api.openapi.schemas import component_schemas
+from control_plane.api.openapi.security import add_security
+from control_plane.model import KINDS
 
 __all__ = ["main", "openapi_document", "routes"]
 
@@ -29,7 +29,7 @@ Json = dict[str, Any]
 routes = web.RouteTableDef()
 
 PROBLEM_JSON = "application/problem+json"
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "docs" / "api.template.md"
+DEFAULT_TEMPLATE = Path(__file__).resolve().parents[3] / "docs" / "api.template.md"
 
 
 def _ref(kind: str, name: str) -> Json:
@@ -539,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.markdown:
-        from control_plane.api.apidocs import render_markdown
+        from control_plane.api.openapi.markdown import render_markdown
 
         template = args.template.read_text(encoding="utf-8")
         sys.stdout.write(render_markdown(openapi_document(), template))

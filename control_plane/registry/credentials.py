@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from control_plane.model import Integration
 from control_plane.observability.logging import register_secret
-from control_plane.registry.model import Integration
 
 __all__ = ["ResolvedCredentials", "resolve_credentials"]
 

@@ -18,29 +18,31 @@ from collections.abc import AsyncIterator, Mapping
 from aiohttp import web
 
 from control_plane.api import health, integrations, openapi, operations
-from control_plane.api.keys import (
+from control_plane.api.metrics import install_metrics, metrics_middleware
+from control_plane.api.metrics import routes as metrics_routes
+from control_plane.api.middleware import correlation_middleware, errors_middleware
+from control_plane.app.consul import install_consul
+from control_plane.app.events import install_events
+from control_plane.app.security import install_security
+from control_plane.keys import (
+    CACHE_LEDGER,
     PIPELINE,
     PROBER,
     PROBES,
+    RATE_SAMPLES,
     REGISTRY,
     SETTINGS,
     SIDECAR,
     STORE,
     XDS_CACHE,
 )
-from control_plane.api.metrics import install_metrics, metrics_middleware
-from control_plane.api.metrics import routes as metrics_routes
-from control_plane.api.middleware import correlation_middleware, errors_middleware
-from control_plane.discovery.lifecycle import install_consul
-from control_plane.events.lifecycle import install_events
 from control_plane.observability.logging import configure_logging
-from control_plane.prober import Prober, ProbeSchedule, running_prober
-from control_plane.probes import ProbeBook
+from control_plane.probing.book import ProbeBook
+from control_plane.probing.runner import Prober, ProbeSchedule, running_prober
 from control_plane.registry.service import RegistryService
-from control_plane.render import sidecar_bootstrap
-from control_plane.security.install import install_security
 from control_plane.settings import Settings
 from control_plane.sidecar.accesslog import CacheLedger
+from control_plane.sidecar.bootstrap import sidecar_bootstrap
 from control_plane.sidecar.link import SidecarLink
 from control_plane.sidecar.supervisor import EnvoySupervisor
 from control_plane.store.factory import create_store
@@ -157,8 +159,8 @@ def create_app(
     app[SIDECAR] = SidecarLink(settings.envoy_node_id, settings.envoy_admin_port)
     checks: dict[str, health.Check] = {"envoy": _envoy_ready, "config": _config_acked}
     app[health.READINESS_CHECKS] = checks
-    app[operations.RATE_SAMPLES] = {}
-    app[operations.CACHE_LEDGER] = CacheLedger(app[PIPELINE].access_log_dir or settings.data_dir)
+    app[RATE_SAMPLES] = {}
+    app[CACHE_LEDGER] = CacheLedger(app[PIPELINE].access_log_dir or settings.data_dir)
     install_metrics(app)
     app.cleanup_ctx.append(_registry_ctx)
     app.cleanup_ctx.append(_xds_ctx)

@@ -6,31 +6,9 @@ this book only records their outcomes for ``/health``, filters, metrics and even
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from adapters.probes.result import HealthState, ProbeResult
 
-__all__ = ["HealthState", "ProbeBook", "ProbeResult"]
-
-HealthState = Literal["healthy", "unhealthy", "unknown"]
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeResult:
-    ok: bool
-    latency_ms: float
-    step: str
-    detail: str
-    at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "latency_ms": round(self.latency_ms, 2),
-            "step": self.step,
-            "detail": self.detail,
-            "at": self.at.isoformat(),
-        }
+__all__ = ["ProbeBook"]
 
 
 class ProbeBook:

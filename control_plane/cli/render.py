@@ -11,28 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from control_plane.credentials import resolve_credentials
-from control_plane.registry.model import Integration
+from control_plane.model import Integration
+from control_plane.registry.credentials import resolve_credentials
 from control_plane.settings import Settings
-from control_plane.sidecar.bootstrap import render_bootstrap
 from control_plane.xds.translate import TranslateOptions, render_static_bootstrap, translate
 
-__all__ = ["assign_ports", "render_envoy_static", "sidecar_bootstrap"]
-
-NODE_CLUSTER = "integration-service"
-
-
-def sidecar_bootstrap(settings: Settings, xds_port: int | None = None) -> str:
-    """The shared Envoy bootstrap filled in from settings: one source for the embedded
-    Envoy and for ``render --format bootstrap`` (the Kubernetes ConfigMap)."""
-    return render_bootstrap(
-        node_id=settings.envoy_node_id,
-        node_cluster=NODE_CLUSTER,
-        xds_host=settings.xds_host,
-        xds_port=settings.xds_port if xds_port is None else xds_port,
-        admin_port=settings.envoy_admin_port,
-        delta=settings.xds_delta,
-    )
+__all__ = ["assign_ports", "render_envoy_static"]
 
 
 def assign_ports(items: Sequence[Integration], port_range: tuple[int, int]) -> list[Integration]:

@@ -14,15 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
-from control_plane.api.keys import STORE
+from control_plane.api.caller import AUDIT_DRAFT, principal_of
+from control_plane.keys import SECURITY, STORE
 from control_plane.security.api_keys import issue_key
-from control_plane.security.context import (
-    AUDIT_DRAFT,
-    SECURITY,
-    AuditDraft,
-    SecurityProblem,
-    principal_of,
-)
+from control_plane.security.context import AuditDraft, SecurityProblem
 from control_plane.security.principal import GLOBAL_TENANT, ROLES, Principal
 from control_plane.store.protocol import ApiKeyRecord
 

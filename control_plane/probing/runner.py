@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from adapters.probes import Probe, ProbeContext, probe_for
-from control_plane.credentials import resolve_credentials
+from adapters.probes.result import HealthState, ProbeResult
+from control_plane.model import CredentialRef, Integration
 from control_plane.observability.logging import scrub
-from control_plane.probes import HealthState, ProbeBook, ProbeResult
-from control_plane.registry.model import CredentialRef, Integration
-from control_plane.registry.problems import Problem, RegistryError
+from control_plane.probing.book import ProbeBook
+from control_plane.problems import Problem, RegistryError
+from control_plane.registry.credentials import resolve_credentials
 from control_plane.registry.service import RegistryView
 from control_plane.settings import Settings
 from control_plane.sidecar.admin import EnvoyAdmin, EnvoyAdminError

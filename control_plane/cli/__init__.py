@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
+from control_plane.model import to_document
+from control_plane.problems import RegistryError
 from control_plane.registry.loader import load_integrations_file, load_rate_limits
-from control_plane.registry.model import to_document
-from control_plane.registry.problems import RegistryError
 from control_plane.settings import load_settings
 
 __all__ = ["main"]
@@ -100,7 +100,7 @@ def _render(args: argparse.Namespace) -> int:
     settings = load_settings(os.environ, args.config)
     file = args.file or settings.integrations_file
     if args.format == "bootstrap":
-        from control_plane.render import sidecar_bootstrap
+        from control_plane.sidecar.bootstrap import sidecar_bootstrap
 
         print(sidecar_bootstrap(settings))
         return EXIT_OK
@@ -111,7 +111,7 @@ def _render(args: argparse.Namespace) -> int:
         print(exc.render(), file=sys.stderr)
         return EXIT_INVALID
     if args.format == "envoy":
-        from control_plane.render import render_envoy_static
+        from control_plane.cli.render import render_envoy_static
 
         out: Any = render_envoy_static(
             items, settings, include_secrets=args.include_secrets, environ=os.environ
@@ -146,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
-    from control_plane.probe_cli import run_probe_table
+    from control_plane.probing.table import run_probe_table
 
     settings = load_settings(os.environ, args.config)
     url = args.url or f"http://127.0.0.1:{settings.port}"

@@ -14,21 +14,15 @@ from typing import Any
 
 from aiohttp import web
 
-from control_plane.api.keys import REGISTRY, STORE
+from control_plane.api.caller import AUDIT_DRAFT, PRINCIPAL, WARNINGS
 from control_plane.api.problems import problem_response
+from control_plane.keys import REGISTRY, SECURITY, STORE
+from control_plane.model import Integration, to_document
 from control_plane.observability.logging import REQUEST_ID
-from control_plane.registry.model import Integration, to_document
 from control_plane.security import audit
 from control_plane.security.api_keys import AuthError
 from control_plane.security.authz import Rule, rule_for
-from control_plane.security.context import (
-    AUDIT_DRAFT,
-    PRINCIPAL,
-    SECURITY,
-    WARNINGS,
-    SecurityContext,
-    SecurityProblem,
-)
+from control_plane.security.context import SecurityContext, SecurityProblem
 from control_plane.security.principal import GLOBAL_TENANT, Principal
 from control_plane.security.ratelimit import RateLimiter
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from control_plane.api.integrations import READ_ONLY
-from control_plane.registry.model import KINDS
+from control_plane.model import KINDS
 from control_plane.registry.schema import integration_schema
 from control_plane.sidecar.admin import CIRCUIT_BREAKER_GAUGES
 

@@ -9,17 +9,18 @@ from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 
-from control_plane.api.keys import STORE
-from control_plane.registry.problems import Problem, RegistryError
-from control_plane.security import audit, key_routes
+from control_plane.api import api_keys, audit
+from control_plane.api.auth import security_middleware
+from control_plane.api.caller import AUTH_HEADER
+from control_plane.keys import SECURITY, STORE
+from control_plane.problems import Problem, RegistryError
 from control_plane.security.api_keys import (
     ApiKeyAuthenticator,
     ensure_bootstrap_key,
     load_admin_key,
 )
-from control_plane.security.context import AUTH_HEADER, SECURITY, SecurityContext
+from control_plane.security.context import SecurityContext
 from control_plane.security.jwt import JwtConfig, JwtVerifier, parse_algorithms
-from control_plane.security.middleware import security_middleware
 from control_plane.security.ratelimit import RateLimiter
 from control_plane.security.ssrf import Allowlist, UpstreamGuard
 from control_plane.settings import Settings
@@ -82,7 +83,7 @@ def install_security(app: web.Application, settings: Settings, environ: Mapping[
     app.middlewares.append(security_middleware)
     if not enabled:
         app.on_response_prepare.append(_add_auth_disabled_header)
-    app.add_routes(key_routes.routes)
+    app.add_routes(api_keys.routes)
     app.add_routes(audit.routes)
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:

@@ -1,0 +1,94 @@
+"""The event machinery of one process, as one object: bus, outbox relay, publishers,
+consumers and the Envoy stats watcher (``control_plane.app.events`` builds and starts it)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from control_plane.events.bus import EventBus, InProcessBus
+from control_plane.events.consumers import EventConsumer, RegistrySync, UsageBook
+from control_plane.events.redis_bus import RedisBus
+from control_plane.events.relay import EventPublisher, OutboxRelay
+from control_plane.events.watchers import EnvoyStatsWatcher, HealthPublisher
+from control_plane.settings import Settings
+from control_plane.sidecar.link import SidecarLink
+
+__all__ = ["WATCHED_STATS", "EventCollector", "EventsRuntime", "make_bus", "sidecar_stats"]
+
+
+@dataclass(slots=True)
+class EventsRuntime:
+    bus: EventBus
+    relay: OutboxRelay
+    publisher: EventPublisher
+    health: HealthPublisher
+    consumer: EventConsumer
+    usage: UsageBook
+    watcher: EnvoyStatsWatcher
+    sync: RegistrySync | None
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "bus": type(self.bus).__name__,
+            "connected": self.bus.connected,
+            "relay": self.relay.state(),
+            "consumer": dict(self.consumer.stats),
+        }
+
+
+def make_bus(settings: Settings) -> EventBus:
+    return RedisBus(settings.redis_url) if settings.redis_url else InProcessBus()
+
+
+# Only what the watchers read (rate-limit counters, ejections, breaker gauges).
+WATCHED_STATS = (
+    r"(\.http_local_rate_limit\.rate_limited"
+    r"|\.outlier_detection\.ejections_active"
+    r"|\.circuit_breakers\.default\.(cx|rq|rq_pending)_open)$"
+)
+
+
+async def sidecar_stats(link: SidecarLink) -> Mapping[str, float]:
+    async with link.admin(timeout=2.0) as admin:
+        return await admin.stats(WATCHED_STATS)
+
+
+class EventCollector(Collector):
+    """Usage from ``agent.executed`` and consumer outcomes, read at scrape time."""
+
+    def __init__(self, runtime: EventsRuntime) -> None:
+        self.runtime = runtime
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        prefix = "integration_service_"
+        executions = CounterMetricFamily(
+            prefix + "agent_executions",
+            "agent.executed events naming the integration, by tenant",
+            labels=["integration", "tenant"],
+        )
+        calls = CounterMetricFamily(
+            prefix + "agent_calls",
+            "Calls to the integration reported by agent.executed, by tenant",
+            labels=["integration", "tenant"],
+        )
+        for ident, tenant, n_exec, n_calls in self.runtime.usage.samples():
+            executions.add_metric([ident, tenant], float(n_exec))
+            calls.add_metric([ident, tenant], float(n_calls))
+        consumed = CounterMetricFamily(
+            prefix + "events_consumed",
+            "Events received by the consumers, by outcome",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(self.runtime.consumer.stats.items()):
+            consumed.add_metric([outcome], float(count))
+        yield executions
+        yield calls
+        yield consumed
