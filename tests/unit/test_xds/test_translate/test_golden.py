@@ -3,7 +3,7 @@
 The file holds every resource as ``MessageToJson(sort_keys=True)`` plus the warnings, and
 is compared exactly. After an intended change, rewrite them and review the diff::
 
-    UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_translate/test_golden.py
+    UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_xds/test_translate/test_golden.py
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from google.protobuf import json_format  # type: ignore[import-untyped]
 
 from control_plane.xds.translate import Resources, translate
-from tests.unit.test_translate.cases import CASES, REPO, Case
+from tests.unit.test_xds.test_translate.cases import CASES, REPO, Case
 
 GOLDEN_DIR = REPO / "tests" / "golden"
 

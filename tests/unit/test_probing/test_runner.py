@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from control_plane.probing.book import ProbeBook
 from control_plane.probing.runner import HealthCheck, Prober, ProbeSchedule
 from control_plane.problems import RegistryError
 from control_plane.registry.service import RegistryView
+from control_plane.settings import load_settings
 
 
 def _item(ident: str = "api", *, enabled: bool = True, port: int | None = 10001) -> Integration:
@@ -53,9 +55,13 @@ def _prober(probe: object, **schedule: float | int | bool) -> Prober:
     )
 
 
-def test_schedule_from_environ() -> None:
-    assert ProbeSchedule.from_environ({}) == ProbeSchedule()
-    schedule = ProbeSchedule.from_environ(
+def test_schedule_from_environ(tmp_path: Path) -> None:
+    # The environment is parsed once, by load_settings; the schedule copies its values.
+    def schedule_of(environ: dict[str, str]) -> ProbeSchedule:
+        return ProbeSchedule.from_settings(load_settings(environ, tmp_path / "none.yaml"))
+
+    assert schedule_of({}) == ProbeSchedule()
+    schedule = schedule_of(
         {
             "INTEGRATION_SERVICE_PROBE_INTERVAL": "2.5",
             "INTEGRATION_SERVICE_PROBE_UNHEALTHY_THRESHOLD": "4",
@@ -65,7 +71,7 @@ def test_schedule_from_environ() -> None:
     assert (schedule.interval_s, schedule.unhealthy_threshold, schedule.enabled) == (2.5, 4, False)
     for name, raw in (("INTERVAL", "0"), ("HEALTHY_THRESHOLD", "x"), ("ENABLED", "maybe")):
         with pytest.raises(RegistryError):
-            ProbeSchedule.from_environ({f"INTEGRATION_SERVICE_PROBE_{name}": raw})
+            schedule_of({f"INTEGRATION_SERVICE_PROBE_{name}": raw})
 
 
 async def test_thresholds_like_envoy() -> None:

@@ -52,14 +52,14 @@ def test_probe_schedule_from_file_overlaid_by_env(tmp_path: Path) -> None:
     cfg.write_text("probe_interval: 5\nprobe_unhealthy_threshold: 3\n")
     env = {"INTEGRATION_SERVICE_PROBE_INTERVAL": "2.5"}
     settings = load_settings(env, cfg)
-    schedule = ProbeSchedule.from_environ(env, ProbeSchedule.from_settings(settings))
+    schedule = ProbeSchedule.from_settings(settings)
     assert (schedule.interval_s, schedule.unhealthy_threshold, schedule.timeout_s) == (2.5, 3, 10.0)
     with pytest.raises(RegistryError, match="INTEGRATION_SERVICE_PROBE_TIMEOUT"):
         load_settings({"INTEGRATION_SERVICE_PROBE_TIMEOUT": "-1"}, cfg)
 
 
 def test_example_service_config_loads() -> None:
-    root = Path(__file__).resolve().parents[3]
+    root = Path(__file__).resolve().parents[2]
     settings = load_settings({}, root / "config" / "integration_service.yaml")
     assert settings.port == 8002
     assert settings.probe_interval == 30.0

@@ -23,7 +23,7 @@ from control_plane.xds.translate import (
     render_static_bootstrap,
     translate,
 )
-from tests.unit.test_translate.cases import (
+from tests.unit.test_xds.test_translate.cases import (
     CASES,
     CONSUL_EDS,
     DISABLED,
