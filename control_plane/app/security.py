@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 
-from control_plane.api import api_keys, audit
 from control_plane.api.auth import security_middleware
 from control_plane.api.caller import AUTH_HEADER
 from control_plane.keys import SECURITY, STORE
@@ -83,8 +82,6 @@ def install_security(app: web.Application, settings: Settings, environ: Mapping[
     app.middlewares.append(security_middleware)
     if not enabled:
         app.on_response_prepare.append(_add_auth_disabled_header)
-    app.add_routes(api_keys.routes)
-    app.add_routes(audit.routes)
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         if not enabled:

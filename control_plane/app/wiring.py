@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 
-from control_plane.api import health, integrations, openapi, operations
+from control_plane.api import health
 from control_plane.api.metrics import install_metrics, metrics_middleware
-from control_plane.api.metrics import routes as metrics_routes
 from control_plane.api.middleware import correlation_middleware, errors_middleware
+from control_plane.api.routes import ROUTE_TABLES
 from control_plane.app.consul import install_consul
 from control_plane.app.events import install_events
 from control_plane.app.security import install_security
@@ -48,6 +48,7 @@ from control_plane.sidecar.supervisor import EnvoySupervisor
 from control_plane.store.factory import create_store
 from control_plane.store.protocol import RegistryStore
 from control_plane.xds.cache import SnapshotCache
+from control_plane.xds.config_state import node_config
 from control_plane.xds.pipeline import ConfigPipeline
 from control_plane.xds.server import serve as serve_xds
 
@@ -116,15 +117,7 @@ async def _envoy_ready(app: web.Application) -> dict[str, object]:
 
 
 async def _config_acked(app: web.Application) -> dict[str, object]:
-    state = app[PIPELINE].state
-    node = app[XDS_CACHE].status.get(app[SETTINGS].envoy_node_id)
-    if state.error:
-        return {"ok": False, "detail": f"configuration not pushed: {state.error}"}
-    if node is None or not node.connected:
-        return {"ok": False, "detail": "Envoy is not connected to the xDS server"}
-    states = {t.split(".")[-1]: s.state for t, s in node.types.items() if s.state != "idle"}
-    ok = bool(states) and all(s == "acked" for s in states.values())
-    return {"ok": ok, "version": state.snapshot_version, "types": states}
+    return node_config(app[XDS_CACHE].status, app[SETTINGS].envoy_node_id, app[PIPELINE].state)
 
 
 def create_app(
@@ -153,7 +146,7 @@ def create_app(
     app[PROBER] = Prober(
         app[PROBES],
         environ=env,
-        schedule=ProbeSchedule.from_environ(env, ProbeSchedule.from_settings(settings)),
+        schedule=ProbeSchedule.from_settings(settings),
         admin=lambda: app[SIDECAR].admin(timeout=2.0),
     )
     app[SIDECAR] = SidecarLink(settings.envoy_node_id, settings.envoy_admin_port)
@@ -169,11 +162,8 @@ def create_app(
     install_security(app, settings, os.environ if environ is None else environ)
     install_events(app)  # after the store/registry contexts: started later, stopped sooner
     install_consul(app)  # last: registered when all is up, deregistered first on shutdown
-    app.add_routes(health.routes)
-    app.add_routes(integrations.routes)
-    app.add_routes(operations.routes)
-    app.add_routes(metrics_routes)
-    app.add_routes(openapi.routes)
+    for table in ROUTE_TABLES:
+        app.add_routes(table)
     return app
 
 

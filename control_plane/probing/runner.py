@@ -26,14 +26,12 @@ from adapters.probes.result import HealthState, ProbeResult
 from control_plane.model import CredentialRef, Integration
 from control_plane.observability.logging import scrub
 from control_plane.probing.book import ProbeBook
-from control_plane.problems import Problem, RegistryError
 from control_plane.registry.credentials import resolve_credentials
 from control_plane.registry.service import RegistryView
 from control_plane.settings import Settings
 from control_plane.sidecar.admin import EnvoyAdmin, EnvoyAdminError
 
 __all__ = [
-    "PROBE_ENV_NAMES",
     "HealthCallback",
     "HealthCheck",
     "ProbeSchedule",
@@ -56,19 +54,9 @@ _TLS_COUNTERS = {
 _CONNECT_COUNTERS = ("upstream_cx_connect_fail", "upstream_cx_connect_timeout")
 
 
-# ProbeSchedule field -> environment variable.
-PROBE_ENV_NAMES: Mapping[str, str] = {
-    "enabled": "INTEGRATION_SERVICE_PROBE_ENABLED",
-    "interval_s": "INTEGRATION_SERVICE_PROBE_INTERVAL",
-    "timeout_s": "INTEGRATION_SERVICE_PROBE_TIMEOUT",
-    "healthy_threshold": "INTEGRATION_SERVICE_PROBE_HEALTHY_THRESHOLD",
-    "unhealthy_threshold": "INTEGRATION_SERVICE_PROBE_UNHEALTHY_THRESHOLD",
-}
-
-
 @dataclass(frozen=True, slots=True)
 class ProbeSchedule:
-    """Health-check knobs (``INTEGRATION_SERVICE_PROBE_*``); Envoy's semantics: the state
+    """Health-check knobs; Envoy's semantics: the state
     turns healthy after ``healthy_threshold`` passes in a row and unhealthy after
     ``unhealthy_threshold`` failures in a row."""
 
@@ -80,6 +68,8 @@ class ProbeSchedule:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProbeSchedule:
+        """The one parser of these knobs is ``load_settings`` (the settings file overlaid
+        by ``INTEGRATION_SERVICE_PROBE_*``); this only copies its values."""
         return cls(
             enabled=settings.probe_enabled,
             interval_s=settings.probe_interval,
@@ -87,33 +77,6 @@ class ProbeSchedule:
             healthy_threshold=settings.probe_healthy_threshold,
             unhealthy_threshold=settings.probe_unhealthy_threshold,
         )
-
-    @classmethod
-    def from_environ(
-        cls, environ: Mapping[str, str], base: ProbeSchedule | None = None
-    ) -> ProbeSchedule:
-        """``base`` (the settings file's values) overlaid by the environment (env wins)."""
-        values: dict[str, object] = dataclasses.asdict(base) if base is not None else {}
-        for name, env in PROBE_ENV_NAMES.items():
-            raw = environ.get(env, "").strip()
-            if not raw:
-                continue
-            try:
-                if name == "enabled":
-                    if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-                        raise ValueError
-                    values[name] = raw.lower() in ("1", "true", "yes", "on")
-                    continue
-                number = float(raw) if name.endswith("_s") else int(raw)
-                if number <= 0:
-                    raise ValueError
-                values[name] = number
-            except ValueError:
-                raise RegistryError(
-                    [Problem(f"/{env}", f"invalid value {raw!r} for {env}", "a positive number")],
-                    "invalid settings",
-                ) from None
-        return cls(**values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)

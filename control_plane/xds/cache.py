@@ -18,6 +18,7 @@ from control_plane.xds.snapshot import Snapshot
 
 __all__ = [
     "AckListener",
+    "AckOutcome",
     "Nack",
     "NackListener",
     "NodeStatus",
@@ -33,6 +34,8 @@ _log = logging.getLogger(__name__)
 
 StreamType = Literal["sotw", "delta"]
 TypeState = Literal["idle", "pending", "acked", "nacked"]
+AckOutcome = Literal["acked", "nacked", "disconnected", "timeout"]
+"""How :meth:`XdsStatus.wait_acked` ended."""
 AckListener = Callable[[str, str, str], None]
 """``(node_id, type_url, version)`` after a node ACKs a response."""
 NackListener = Callable[[str, str, str, str], None]
@@ -150,6 +153,51 @@ class XdsStatus:
         self._streams: dict[str, int] = {}
         self.on_ack: list[AckListener] = []
         self.on_nack: list[NackListener] = []
+        # Swapped for a fresh one and set on every change, so every waiter wakes once per
+        # change and none misses one (the SnapshotCache pattern).
+        self._changed = asyncio.Event()
+
+    async def wait_acked(
+        self, node_id: str, type_url: str, version: str, timeout_s: float
+    ) -> AckOutcome:
+        """Wait, without polling, until ``node_id`` answers the response carrying
+        ``version`` of ``type_url``.
+
+        ``acked`` once it runs that version; ``nacked`` as soon as its latest response of
+        the type is rejected; ``disconnected`` at once when the node has no ADS stream
+        (nothing can ACK: it gets the version when it connects); ``timeout`` otherwise.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            changed = self._changed
+            outcome = self._ack_outcome(node_id, type_url, version)
+            if outcome is not None:
+                return outcome
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return "timeout"
+            try:
+                await asyncio.wait_for(changed.wait(), remaining)
+            except TimeoutError:
+                return "timeout"
+
+    def _ack_outcome(self, node_id: str, type_url: str, version: str) -> AckOutcome | None:
+        node = self._nodes.get(node_id)
+        if node is None or not node.connected:
+            return "disconnected"
+        status = node.types.get(type_url)
+        if status is None:
+            return None
+        if status.state == "acked" and status.acked_version == version:
+            return "acked"
+        if status.state == "nacked":
+            return "nacked"
+        return None
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     def get(self, node_id: str) -> NodeStatus | None:
         return self._nodes.get(node_id)
@@ -165,6 +213,7 @@ class XdsStatus:
         node.connected = True
         node.connected_at = self._clock()
         self._streams[node_id] = self._streams.get(node_id, 0) + 1
+        self._notify()
         return node
 
     def stream_closed(self, node_id: str) -> None:
@@ -174,16 +223,19 @@ class XdsStatus:
         if node is not None and remaining <= 0:
             node.connected = False
             node.disconnected_at = self._clock()
+        self._notify()
 
     def record_sent(self, node_id: str, type_url: str, version: str, nonce: str) -> None:
         status = self._node(node_id).type(type_url)
         status.sent_version, status.sent_nonce = version, nonce
         status.sent_at = self._clock()
         status.push_count += 1
+        self._notify()
 
     def record_ack(self, node_id: str, type_url: str, version: str) -> None:
         status = self._node(node_id).type(type_url)
         status.acked_version, status.acked_at = version, self._clock()
+        self._notify()
         for listener in list(self.on_ack):
             try:
                 listener(node_id, type_url, version)
@@ -195,6 +247,7 @@ class XdsStatus:
     ) -> None:
         status = self._node(node_id).type(type_url)
         status.last_nack = Nack(version, nonce, message, code, self._clock())
+        self._notify()
         for listener in list(self.on_nack):
             try:
                 listener(node_id, type_url, version, message)

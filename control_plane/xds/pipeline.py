@@ -25,6 +25,7 @@ import json
 import logging
 import operator
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -297,6 +298,29 @@ class ConfigPipeline:
         old = self.cache_path(integration_id)
         self.generations.bump(self.generations.cache, integration_id)
         return old, self.apply_current()
+
+    def cluster_generation(self, integration_id: str) -> int:
+        return self.generations.cluster.get(integration_id, 0)
+
+    def cache_generation(self, integration_id: str) -> int:
+        return self.generations.cache.get(integration_id, 0)
+
+    def prune_cache(self, integration_id: str) -> None:
+        """Delete every cache directory of the integration but the current one (earlier
+        clears may have left some behind). Blocking: call it from a thread, and only once
+        Envoy runs the current path (or is not connected): a directory Envoy still writes
+        to must not vanish (see ``http_filters._cache``)."""
+        current = self.cache_path(integration_id)
+        for directory in current.parent.iterdir():
+            if directory != current and directory.is_dir():
+                shutil.rmtree(directory, ignore_errors=True)
+
+    def cache_disk(self, integration_id: str) -> tuple[int, int]:
+        """Files and bytes in the integration's current cache directory. Blocking."""
+        sizes = [
+            f.stat().st_size for f in self.cache_path(integration_id).glob("cache-*") if f.is_file()
+        ]
+        return len(sizes), sum(sizes)
 
     def set_endpoints(self, integration_id: str, endpoints: Sequence[tuple[str, int]]) -> None:
         self.endpoints[integration_id] = tuple(endpoints)

@@ -87,7 +87,12 @@ def test_build_context_holds_what_the_builder_copies() -> None:
                 keep = negate
         return keep
 
-    for path in ("pyproject.toml", "README.md", "control_plane/app/wiring.py", "envoy/bootstrap.yaml"):
+    for path in (
+        "pyproject.toml",
+        "README.md",
+        "control_plane/app/wiring.py",
+        "envoy/bootstrap.yaml",
+    ):
         assert (ROOT / path).exists()
         assert included(path), path
     for path in (".venv/bin/python", "tests/conftest.py", ".git/HEAD", ".integration-service/x"):

@@ -1,0 +1,76 @@
+"""``GET /integrations/{id}/health`` (last probe, Envoy's view of the hosts) and
+``POST /integrations/{id}/test`` (run the kind's probe now, through the sidecar)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from control_plane.api.lookup import integration_of
+from control_plane.api.problems import problem_response
+from control_plane.keys import PROBER, PROBES, SIDECAR
+from control_plane.model import Integration
+from control_plane.sidecar.admin import EnvoyAdminError
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+
+async def _envoy_view(request: web.Request, item: Integration) -> dict[str, Any]:
+    try:
+        async with request.app[SIDECAR].admin() as admin:
+            clusters = await admin.clusters()
+            stats = await admin.stats()
+    except EnvoyAdminError as exc:
+        return {"reachable": False, "detail": str(exc)}
+    cluster = clusters.get(item.id)
+    prefix = f"cluster.{item.id}."
+    return {
+        "reachable": True,
+        "cluster_known": cluster is not None,
+        "hosts": [
+            {
+                "address": h.address,
+                "healthy": h.healthy,
+                "health_flags": h.health_flags,
+            }
+            for h in (cluster.hosts if cluster else [])
+        ],
+        "outlier": {
+            "ejections_active": stats.get(prefix + "outlier_detection.ejections_active", 0),
+            "ejections_enforced_total": stats.get(
+                prefix + "outlier_detection.ejections_enforced_total", 0
+            ),
+        },
+    }
+
+
+@routes.get("/integrations/{integration_id}/health")
+async def integration_health(request: web.Request) -> web.Response:
+    item = integration_of(request)
+    book = request.app[PROBES]
+    last = book.last(item.id)
+    return web.json_response(
+        {
+            "id": item.id,
+            "state": book.state_of(item.id),
+            "last_probe": last.as_dict() if last else None,
+            "envoy": await _envoy_view(request, item),
+        }
+    )
+
+
+@routes.post("/integrations/{integration_id}/test")
+async def test_integration(request: web.Request) -> web.Response:
+    """Run the kind's probe once through the sidecar port; the result also feeds /health."""
+    item = integration_of(request)
+    if not item.enabled:
+        return problem_response(
+            409, f"integration {item.id!r} is disabled: the sidecar has no listener to probe"
+        )
+    check = await request.app[PROBER].check(item, "manual")
+    return web.json_response(
+        {"id": item.id, "kind": item.kind, "state": check.state, **check.result.as_dict()}
+    )

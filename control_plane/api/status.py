@@ -1,0 +1,39 @@
+"""``GET /integrations/{id}/status``: what Envoy runs of the integration (the derivation
+is ``control_plane.xds.config_state``) and the calls other services reported for it."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from control_plane.api.integrations import endpoint_of
+from control_plane.api.lookup import integration_of
+from control_plane.keys import EVENTS, PIPELINE, SIDECAR, XDS_CACHE
+from control_plane.xds.config_state import integration_config
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/integrations/{integration_id}/status")
+async def status(request: web.Request) -> web.Response:
+    item = integration_of(request)
+    events = request.app.get(EVENTS)
+    return web.json_response(
+        {
+            "id": item.id,
+            "enabled": item.enabled,
+            "listen_port": item.listen_port,
+            "endpoint": endpoint_of(item),
+            "registry_version": item.version,
+            "source": item.source,
+            "config": integration_config(
+                request.app[XDS_CACHE],
+                request.app[SIDECAR].node_id,
+                item,
+                request.app[PIPELINE].state,
+            ),
+            # Calls reported by other services' ``agent.executed`` events, per tenant.
+            "usage": events.usage.for_integration(item.id) if events else {},
+        }
+    )
