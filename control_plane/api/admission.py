@@ -1,4 +1,5 @@
-"""Admission of integration documents from the API: tenant scope and the SSRF guard.
+"""Admission of integration documents from the API: tenant scope, validation (the
+registry parses the document, once) and the SSRF guard on the parsed upstream.
 
 Called by the create and update handlers before anything is stored, so a refusal leaves
 the registry, the store and the outbox untouched. Integrations declared in the file are
@@ -15,7 +16,7 @@ from aiohttp import web
 
 from control_plane.api.caller import WARNINGS, principal_of
 from control_plane.keys import REGISTRY, SECURITY
-from control_plane.registry.loader import integration_from_document
+from control_plane.model import Integration
 from control_plane.security.context import SecurityProblem
 from control_plane.security.ssrf import ALLOWED_SCHEMES, SsrfRefused
 
@@ -25,16 +26,19 @@ SSRF_PROBLEM = "https://integration-service.dev/problems/ssrf"
 
 
 async def admit_integration(
-    request: web.Request, document: Mapping[str, Any], *, current_tenant: str | None = None
-) -> dict[str, Any]:
-    """The document to store (tenant filled in for tenant-scoped callers).
+    request: web.Request, document: Mapping[str, Any], *, current: Integration | None = None
+) -> Integration:
+    """The integration to store (tenant filled in for tenant-scoped callers), built from
+    ``document`` once; ``current`` is the one an update replaces (its id is kept).
 
-    Raises :class:`SecurityProblem`: 403 for another tenant, 422 naming the SSRF rule.
+    Raises :class:`SecurityProblem`: 403 for another tenant, 422 naming the SSRF rule;
+    :class:`RegistryError` with every problem of an invalid document (an update of a
+    declared integration: :class:`DeclaredConflict` first).
     """
     out = dict(document)
     principal = principal_of(request)
     if principal is not None and not principal.is_global:
-        tenant = out.setdefault("tenant", current_tenant or principal.tenant)
+        tenant = out.setdefault("tenant", current.tenant if current else principal.tenant)
         if tenant != principal.tenant:
             raise SecurityProblem(
                 403,
@@ -42,11 +46,10 @@ async def admit_integration(
                 f"integrations of tenant {tenant!r} cannot be written with them",
             )
     _check_scheme(out.get("upstream"))
+    item = request.app[REGISTRY].parse(out, replacing=current.id if current else None)
     security = request.app.get(SECURITY)
-    registry = request.app[REGISTRY]
-    if security is None or registry.validate(out):
-        return out  # invalid documents are refused with every problem by the handler
-    item = integration_from_document(out, source="registered", rules=registry.rules)
+    if security is None:
+        return item
     up = item.upstream
     try:
         warnings = await security.guard.check(up.scheme, up.host, up.port)
@@ -56,7 +59,7 @@ async def admit_integration(
         ) from None
     if warnings:
         request.setdefault(WARNINGS, []).extend(warnings)
-    return out
+    return item
 
 
 def _check_scheme(upstream: Any) -> None:

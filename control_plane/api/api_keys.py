@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from control_plane.api.caller import AUDIT_DRAFT, principal_of
+from control_plane.api.openapi.spec import Json, ok, operation, problem, ref
 from control_plane.keys import SECURITY, STORE
 from control_plane.security.api_keys import issue_key
 from control_plane.security.context import AuditDraft, SecurityProblem
@@ -27,6 +28,11 @@ routes = web.RouteTableDef()
 
 MAX_NAME = 200
 _NO_STORE = {"Cache-Control": "no-store"}
+_KEY_ID: Json = {"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_KEY_BODY: Json = {
+    "required": True,
+    "content": {"application/json": {"schema": ref("schemas", "ApiKeyInput")}},
+}
 
 
 def key_body(record: ApiKeyRecord, now: dt.datetime | None = None) -> dict[str, Any]:
@@ -77,6 +83,18 @@ def _expiry(body: dict[str, Any], now: dt.datetime) -> dt.datetime | None:
 
 
 @routes.post("/api-keys")
+@operation(
+    "createApiKey",
+    "security",
+    "Create an API key",
+    "The response is the only place the key ever appears; store it.",
+    {
+        "201": ok("ApiKeyCreated", "Created (the key is in `key`)"),
+        "400": problem("The body is not JSON"),
+        "422": problem("The body is invalid"),
+    },
+    body=_KEY_BODY,
+)
 async def create_key(request: web.Request) -> web.Response:
     caller = _caller(request)
     try:
@@ -118,6 +136,13 @@ async def create_key(request: web.Request) -> web.Response:
 
 
 @routes.get("/api-keys")
+@operation(
+    "listApiKeys",
+    "security",
+    "List API keys",
+    "Metadata only, never a key or its hash. Tenant admins see their tenant's.",
+    {"200": ok("ApiKeyList", "The keys")},
+)
 async def list_keys(request: web.Request) -> web.Response:
     caller = _caller(request)
     tenant = None if caller.is_global else caller.tenant
@@ -126,6 +151,18 @@ async def list_keys(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api-keys/{key_id}")
+@operation(
+    "revokeApiKey",
+    "security",
+    "Revoke an API key",
+    "Takes effect on the very next request at this replica, and within 1 s at the "
+    "others (their verified-key cache). Revoking twice is harmless.",
+    {
+        "204": {"description": "Revoked"},
+        "404": problem("No such key (or one of another tenant)"),
+    },
+    parameters=[_KEY_ID],
+)
 async def revoke_key(request: web.Request) -> web.Response:
     caller = _caller(request)
     key_id = request.match_info["key_id"]

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from control_plane.api.caller import principal_of
+from control_plane.api.openapi.spec import ok, operation, problem, query
 from control_plane.api.query import int_param
 from control_plane.keys import STORE
 from control_plane.security.audit import audit_body
@@ -19,6 +20,17 @@ __all__ = ["routes"]
 
 routes = web.RouteTableDef()
 MAX_LIMIT = 500
+
+AUDIT_PARAMETERS = [
+    query("principal", "Only entries by this principal id", {"type": "string"}),
+    query("tenant", "Only entries of this tenant (global admins)", {"type": "string"}),
+    query("action", "Only this action, e.g. integration.update", {"type": "string"}),
+    query("target", "Only this target, e.g. integration/stripe", {"type": "string"}),
+    query("since", "Entries at or after this time", {"type": "string", "format": "date-time"}),
+    query("until", "Entries before this time", {"type": "string", "format": "date-time"}),
+    query("before_id", "Page: entries older than this id", {"type": "integer", "minimum": 1}),
+    query("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": 500}),
+]
 
 
 def _time(request: web.Request, name: str) -> dt.datetime | None:
@@ -33,6 +45,17 @@ def _time(request: web.Request, name: str) -> dt.datetime | None:
 
 
 @routes.get("/audit")
+@operation(
+    "listAudit",
+    "security",
+    "Read the audit log",
+    "Newest first; filters combine with AND; `next` pages to older entries.",
+    {
+        "200": ok("AuditList", "Audit entries"),
+        "400": problem("A filter is malformed"),
+    },
+    parameters=AUDIT_PARAMETERS,
+)
 async def list_audit(request: web.Request) -> web.Response:
     """Newest first; filters: principal, tenant, action, target, since, until; pages with
     ``before_id`` (the ``next`` link)."""

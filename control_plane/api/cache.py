@@ -7,6 +7,7 @@ import asyncio
 from aiohttp import web
 
 from control_plane.api.lookup import envoy_down, integration_of
+from control_plane.api.openapi.spec import ok, operation, problem, response
 from control_plane.api.problems import problem_response
 from control_plane.keys import CACHE_LEDGER, PIPELINE, SIDECAR, XDS_CACHE
 from control_plane.sidecar.admin import EnvoyAdminError
@@ -33,6 +34,18 @@ def _cache_sizes(stats: dict[str, int | float], path: str) -> tuple[float, float
 
 
 @routes.get("/integrations/{integration_id}/cache")
+@operation(
+    "getCache",
+    "traffic",
+    "Response-cache statistics",
+    "Hits and misses of this integration, entries and bytes of its cache path.",
+    {
+        "200": ok("CacheStats", "Cache statistics"),
+        "404": response("NotFound"),
+        "503": response("EnvoyUnavailable"),
+    },
+    params=["IntegrationId"],
+)
 async def cache_stats(request: web.Request) -> web.Response:
     """Per-integration cache numbers, each from where Envoy 1.40 really has it:
 
@@ -79,6 +92,19 @@ async def cache_stats(request: web.Request) -> web.Response:
 
 
 @routes.post("/integrations/{integration_id}/cache/clear")
+@operation(
+    "clearCache",
+    "traffic",
+    "Empty the response cache",
+    "Rotates the integration's cache path; the old directory is removed.",
+    {
+        "200": ok("CacheCleared", "Cleared"),
+        "404": response("NotFound"),
+        "409": response("Conflict"),
+        "503": problem("The new cache path could not be pushed", "Retry-After"),
+    },
+    params=["IntegrationId"],
+)
 async def cache_clear(request: web.Request) -> web.Response:
     """Envoy has no purge: rotate the cache path. The new listener configuration points the
     filter at a fresh, empty directory, which makes Envoy build a new cache (its entries

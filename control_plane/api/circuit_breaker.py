@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from control_plane.api.lookup import envoy_down, integration_of
+from control_plane.api.openapi.spec import ok, operation, problem, response
 from control_plane.api.problems import problem_response
 from control_plane.keys import PIPELINE, SIDECAR, XDS_CACHE
 from control_plane.sidecar.admin import CIRCUIT_BREAKER_GAUGES, EnvoyAdminError
@@ -33,6 +34,19 @@ def _breaker_state(view: dict[str, Any]) -> str:
 
 
 @routes.get("/integrations/{integration_id}/circuit-breaker")
+@operation(
+    "getCircuitBreaker",
+    "traffic",
+    "Circuit-breaker and outlier-detection state",
+    "Thresholds, Envoy's `*_open` and `remaining_*` gauges, ejections and the "
+    "derived state closed | open | half_open.",
+    {
+        "200": ok("CircuitBreaker", "Circuit breaker"),
+        "404": response("NotFound"),
+        "503": response("EnvoyUnavailable"),
+    },
+    params=["IntegrationId"],
+)
 async def circuit_breaker(request: web.Request) -> web.Response:
     item = integration_of(request)
     try:
@@ -89,6 +103,20 @@ async def circuit_breaker(request: web.Request) -> web.Response:
 
 
 @routes.post("/integrations/{integration_id}/circuit-breaker/reset")
+@operation(
+    "resetCircuitBreaker",
+    "traffic",
+    "Reset the circuit breaker",
+    "Bumps the cluster generation so Envoy rebuilds the cluster with no ejections.",
+    {
+        "200": ok("CircuitBreakerReset", "Reset and ACKed by Envoy"),
+        "202": ok("CircuitBreakerReset", "Reset pushed, not yet ACKed"),
+        "404": response("NotFound"),
+        "409": response("Conflict"),
+        "503": problem("The new configuration could not be built", "Retry-After"),
+    },
+    params=["IntegrationId"],
+)
 async def circuit_breaker_reset(request: web.Request) -> web.Response:
     """Envoy has no un-eject call: a new cluster generation makes it rebuild the cluster,
     which starts with no ejections and fresh outlier counters."""

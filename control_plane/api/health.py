@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from control_plane.api.openapi.spec import ok, operation
 from control_plane.keys import REGISTRY, STORE
 
 __all__ = ["READINESS_CHECKS", "routes"]
@@ -19,6 +20,13 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/health/live")
+@operation(
+    "getLiveness",
+    "service",
+    "Liveness",
+    "Answers while the event loop is responsive, with the lag it measured.",
+    {"200": ok("Liveness", "Live")},
+)
 async def live(request: web.Request) -> web.Response:
     """Live while the event loop answers; reports the scheduling lag it measured."""
     started = time.monotonic()
@@ -46,6 +54,16 @@ async def _checks(request: web.Request) -> dict[str, dict[str, object]]:
 
 
 @routes.get("/health/ready")
+@operation(
+    "getReadiness",
+    "service",
+    "Readiness",
+    "Store reachable, Envoy ready, and Envoy ACKed the current version.",
+    {
+        "200": ok("Readiness", "Ready"),
+        "503": ok("Readiness", "Not ready; the failing checks say why"),
+    },
+)
 async def ready(request: web.Request) -> web.Response:
     """Ready when the store answers, Envoy is live and has ACKed the current version."""
     checks = await _checks(request)
@@ -56,6 +74,13 @@ async def ready(request: web.Request) -> web.Response:
 
 
 @routes.get("/health")
+@operation(
+    "getServiceHealth",
+    "service",
+    "Service health",
+    "Every readiness check, named; `degraded` when any fails (still 200).",
+    {"200": ok("ServiceHealth", "Health")},
+)
 async def health(request: web.Request) -> web.Response:
     checks = await _checks(request)
     ok = all(bool(c.get("ok")) for c in checks.values())

@@ -15,6 +15,7 @@ from aiohttp import web
 from control_plane.api.admission import admit_integration
 from control_plane.api.caller import sees
 from control_plane.api.middleware import PreconditionFailed
+from control_plane.api.openapi.spec import INTEGRATION_BODY, ok, operation, ref, response
 from control_plane.api.problems import problem_response
 from control_plane.api.query import bool_param, int_param
 from control_plane.keys import PROBES, REGISTRY
@@ -91,6 +92,17 @@ def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None
 
 
 @routes.get("/integrations")
+@operation(
+    "listIntegrations",
+    "integrations",
+    "List integrations",
+    "Filters combine with AND. `next` is present while more pages follow.",
+    {
+        "200": ok("IntegrationList", "A page of integrations"),
+        "400": response("BadRequest"),
+    },
+    params=["Kind", "Tenant", "Enabled", "Health", "Limit", "Offset"],
+)
 async def list_integrations(request: web.Request) -> web.Response:
     items = list(request.app[REGISTRY].view.items.values())
     kind = request.query.get("kind")
@@ -128,12 +140,27 @@ async def list_integrations(request: web.Request) -> web.Response:
 
 
 @routes.post("/integrations")
+@operation(
+    "createIntegration",
+    "integrations",
+    "Register an integration",
+    "The listen port is assigned from the configured range when not given.",
+    {
+        "201": ok("Integration", "Registered", "ETag", "Location"),
+        "400": response("BadRequest"),
+        "409": response("Conflict"),
+        "415": response("UnsupportedMediaType"),
+        "422": response("ValidationFailed"),
+        "503": response("StoreUnavailable"),
+    },
+    body=INTEGRATION_BODY,
+)
 async def create_integration(request: web.Request) -> web.Response:
     document = await _json_body(request)
     if not isinstance(document, dict):
         return problem_response(422, "the body must be a JSON object (an integration document)")
-    document = await admit_integration(request, document)  # tenant scope, SSRF guard
-    item = await request.app[REGISTRY].create(document, correlation_id=REQUEST_ID.get())
+    admitted = await admit_integration(request, document)  # tenant, validation, SSRF guard
+    item = await request.app[REGISTRY].create(admitted, correlation_id=REQUEST_ID.get())
     location = f"/integrations/{item.id}"
     return _json(
         integration_body(item), status=201, headers={"Location": location, "ETag": etag_of(item)}
@@ -141,6 +168,21 @@ async def create_integration(request: web.Request) -> web.Response:
 
 
 @routes.get("/integrations/{integration_id}")
+@operation(
+    "getIntegration",
+    "integrations",
+    "Get an integration",
+    "Credentials are shown as their references, never resolved.",
+    {
+        "200": ok("Integration", "The integration", "ETag"),
+        "304": {
+            "description": "Not modified (If-None-Match matched)",
+            "headers": {"ETag": ref("headers", "ETag")},
+        },
+        "404": response("NotFound"),
+    },
+    params=["IntegrationId", "IfNoneMatch"],
+)
 async def get_integration(request: web.Request) -> web.StreamResponse:
     item = _found(request)
     document = to_document(item)  # built once: the ETag of a declared one digests it
@@ -151,6 +193,25 @@ async def get_integration(request: web.Request) -> web.StreamResponse:
 
 
 @routes.put("/integrations/{integration_id}")
+@operation(
+    "updateIntegration",
+    "integrations",
+    "Replace an integration",
+    "Registered integrations only; the id cannot change. The listen port is kept "
+    "unless the body names another one.",
+    {
+        "200": ok("Integration", "Updated", "ETag"),
+        "400": response("BadRequest"),
+        "404": response("NotFound"),
+        "409": response("Conflict"),
+        "412": response("PreconditionFailed"),
+        "415": response("UnsupportedMediaType"),
+        "422": response("ValidationFailed"),
+        "503": response("StoreUnavailable"),
+    },
+    params=["IntegrationId", "IfMatch"],
+    body=INTEGRATION_BODY,
+)
 async def update_integration(request: web.Request) -> web.Response:
     item = _found(request)
     version = _check_if_match(request, item)
@@ -161,14 +222,28 @@ async def update_integration(request: web.Request) -> web.Response:
         return problem_response(
             422, "the id in the body differs from the URL; ids cannot be changed (create a new one)"
         )
-    document = await admit_integration(request, document, current_tenant=item.tenant)
+    admitted = await admit_integration(request, document, current=item)
     updated = await request.app[REGISTRY].update(
-        item.id, {**document, "id": item.id}, version, correlation_id=REQUEST_ID.get()
+        item.id, admitted, version, correlation_id=REQUEST_ID.get()
     )
     return _json(integration_body(updated), headers={"ETag": etag_of(updated)})
 
 
 @routes.delete("/integrations/{integration_id}")
+@operation(
+    "deleteIntegration",
+    "integrations",
+    "Deregister an integration",
+    "Registered integrations only; Envoy drops its listener and cluster.",
+    {
+        "204": {"description": "Deregistered"},
+        "404": response("NotFound"),
+        "409": response("Conflict"),
+        "412": response("PreconditionFailed"),
+        "503": response("StoreUnavailable"),
+    },
+    params=["IntegrationId", "IfMatch"],
+)
 async def delete_integration(request: web.Request) -> web.Response:
     item = _found(request)
     version = _check_if_match(request, item)

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
+from control_plane.api.openapi.spec import operation
 from control_plane.keys import METRICS, PIPELINE, PROBES, REGISTRY, XDS_CACHE
 from control_plane.observability.metrics import ConfigSample, MetricSources, ServiceMetrics
 
@@ -52,6 +53,21 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 @routes.get("/metrics")
+@operation(
+    "getMetrics",
+    "service",
+    "Prometheus metrics",
+    "Prometheus text format; OpenMetrics when the Accept header asks for it.",
+    {
+        "200": {
+            "description": "Metrics",
+            "content": {
+                "text/plain": {"schema": {"type": "string"}},
+                "application/openmetrics-text": {"schema": {"type": "string"}},
+            },
+        }
+    },
+)
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format, or OpenMetrics when the scraper asks for it."""
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from control_plane.api.lookup import integration_of
+from control_plane.api.openapi.spec import ok, operation, problem, response
 from control_plane.api.problems import problem_response
 from control_plane.keys import PROBER, PROBES, SIDECAR
 from control_plane.model import Integration
@@ -48,6 +49,15 @@ async def _envoy_view(request: web.Request, item: Integration) -> dict[str, Any]
 
 
 @routes.get("/integrations/{integration_id}/health")
+@operation(
+    "getIntegrationHealth",
+    "health",
+    "Last probe and Envoy's view",
+    "The last probe result and, from Envoy's admin API, host health flags and "
+    "outlier-detection state. `envoy.reachable` is false while Envoy is down.",
+    {"200": ok("IntegrationHealth", "Health"), "404": response("NotFound")},
+    params=["IntegrationId"],
+)
 async def integration_health(request: web.Request) -> web.Response:
     item = integration_of(request)
     book = request.app[PROBES]
@@ -63,6 +73,19 @@ async def integration_health(request: web.Request) -> web.Response:
 
 
 @routes.post("/integrations/{integration_id}/test")
+@operation(
+    "testIntegration",
+    "health",
+    "Probe the integration now",
+    "Runs the kind's probe once, through the sidecar, with its real client "
+    "library; the result also feeds /health and the health filter of the list.",
+    {
+        "200": ok("IntegrationProbe", "The probe ran; `ok` says how it went"),
+        "404": response("NotFound"),
+        "409": problem("The integration is disabled: there is no listener to probe"),
+    },
+    params=["IntegrationId"],
+)
 async def test_integration(request: web.Request) -> web.Response:
     """Run the kind's probe once through the sidecar port; the result also feeds /health."""
     item = integration_of(request)

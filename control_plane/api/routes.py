@@ -3,6 +3,10 @@ and the OpenAPI document is generated from them (each handler carries its operat
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
+
 from aiohttp import web
 
 from control_plane.api import (
@@ -17,20 +21,58 @@ from control_plane.api import (
     rate_limit,
     status,
 )
-from control_plane.api.openapi import document
+from control_plane.api.openapi.document import build_document
+from control_plane.api.openapi.spec import Json, operation
 
-__all__ = ["ROUTE_TABLES"]
+__all__ = ["ROUTE_TABLES", "openapi_document"]
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/openapi.json")
+@operation(
+    "getOpenApi",
+    "service",
+    "This document",
+    "The OpenAPI 3.1 description of this API.",
+    {
+        "200": {
+            "description": "The OpenAPI document",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.Response(
+        text=_serialized(), content_type="application/json", headers={"Cache-Control": "no-cache"}
+    )
+
+
+@functools.cache
+def _serialized() -> str:
+    return json.dumps(_document(), sort_keys=False)
+
+
+@functools.cache
+def _document() -> Json:
+    return build_document(ROUTE_TABLES)
+
+
+def openapi_document() -> Json:
+    """A fresh copy of the document (callers may mutate it); built on first use."""
+    return copy.deepcopy(_document())
+
 
 ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
-    health.routes,
     integrations.routes,
     status.routes,
     probing.routes,
     rate_limit.routes,
     cache.routes,
     circuit_breaker.routes,
+    health.routes,
     metrics.routes,
-    document.routes,
+    routes,
     api_keys.routes,
     audit.routes,
 )

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from control_plane.api.integrations import endpoint_of
 from control_plane.api.lookup import integration_of
+from control_plane.api.openapi.spec import ok, operation, response
 from control_plane.keys import EVENTS, PIPELINE, SIDECAR, XDS_CACHE
 from control_plane.xds.config_state import integration_config
 
@@ -16,6 +17,15 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/integrations/{integration_id}/status")
+@operation(
+    "getIntegrationStatus",
+    "health",
+    "Configuration state",
+    "Whether Envoy ACKed, is yet to answer, or NACKed (with its error text) the "
+    "configuration carrying this integration; its listen port; enabled.",
+    {"200": ok("IntegrationStatus", "Status"), "404": response("NotFound")},
+    params=["IntegrationId"],
+)
 async def status(request: web.Request) -> web.Response:
     item = integration_of(request)
     events = request.app.get(EVENTS)

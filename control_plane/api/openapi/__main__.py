@@ -1,5 +1,5 @@
 """``python -m control_plane.api.openapi [--markdown]``."""
 
-from control_plane.api.openapi.document import main
+from control_plane.api.openapi.cli import main
 
 raise SystemExit(main())

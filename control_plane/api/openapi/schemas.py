@@ -8,35 +8,31 @@ the validator accepts. Response schemas mirror what the handlers return; they st
 
 from __future__ import annotations
 
-from typing import Any
-
 from control_plane.api.integrations import READ_ONLY
+from control_plane.api.openapi.schema_parts import (
+    BOOLEAN,
+    INTEGER,
+    NULLABLE_STRING,
+    NUMBER,
+    STRING,
+    TIMESTAMP,
+    Schema,
+    all_required,
+    obj,
+    schema_ref,
+)
+from control_plane.api.openapi.traffic_schemas import (
+    bucket_schema,
+    cache_clear_schema,
+    cache_schema,
+    circuit_breaker_schema,
+    rate_limit_schema,
+    reset_schema,
+)
 from control_plane.model import KINDS
 from control_plane.registry.schema import integration_schema
-from control_plane.sidecar.admin import CIRCUIT_BREAKER_GAUGES
 
 __all__ = ["component_schemas"]
-
-Schema = dict[str, Any]
-
-_STRING: Schema = {"type": "string"}
-_NUMBER: Schema = {"type": "number"}
-_INTEGER: Schema = {"type": "integer"}
-_BOOLEAN: Schema = {"type": "boolean"}
-_NULLABLE_STRING: Schema = {"type": ["string", "null"]}
-_TIMESTAMP: Schema = {"type": ["string", "null"], "format": "date-time"}
-
-
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _object(required: list[str], properties: dict[str, Schema], **extra: Any) -> Schema:
-    return {"type": "object", "required": required, "properties": properties, **extra}
-
-
-def _all_required(properties: dict[str, Schema], **extra: Any) -> Schema:
-    return _object(list(properties), properties, **extra)
 
 
 def _integration_input() -> Schema:
@@ -56,19 +52,19 @@ def _integration_input() -> Schema:
 
 
 def _integration() -> Schema:
-    upstream = _object(
+    upstream = obj(
         ["host", "port", "scheme", "discovery", "tls"],
         {
-            "host": _STRING,
+            "host": STRING,
             "port": {"type": "integer", "minimum": 1, "maximum": 65535},
             "scheme": {"enum": ["http", "https", "tcp", "tls"]},
-            "url": _STRING,
+            "url": STRING,
             "discovery": {"enum": ["dns", "static", "consul"]},
-            "consul_service": _STRING,
+            "consul_service": STRING,
             "tls": {"type": "object"},
         },
     )
-    return _object(
+    return obj(
         [
             "id",
             "kind",
@@ -87,12 +83,12 @@ def _integration() -> Schema:
             "endpoint",
         ],
         {
-            "id": _STRING,
+            "id": STRING,
             "kind": {"enum": list(KINDS)},
-            "tenant": _STRING,
-            "description": _STRING,
-            "enabled": _BOOLEAN,
-            "labels": {"type": "object", "additionalProperties": _STRING},
+            "tenant": STRING,
+            "description": STRING,
+            "enabled": BOOLEAN,
+            "labels": {"type": "object", "additionalProperties": STRING},
             "upstream": upstream,
             "listen_port": {"type": "integer", "minimum": 1, "maximum": 65535},
             "credentials": {
@@ -105,10 +101,10 @@ def _integration() -> Schema:
             },
             "policies": {"type": "object"},
             "settings": {"type": "object"},
-            "version": _INTEGER,
+            "version": INTEGER,
             "source": {"enum": ["declared", "registered"]},
-            "created_at": _TIMESTAMP,
-            "updated_at": _TIMESTAMP,
+            "created_at": TIMESTAMP,
+            "updated_at": TIMESTAMP,
             "endpoint": {
                 "type": "string",
                 "description": "where the app connects: the integration's loopback port",
@@ -119,51 +115,51 @@ def _integration() -> Schema:
 
 
 def _type_status() -> Schema:
-    nack = _all_required(
+    nack = all_required(
         {
-            "version": _STRING,
-            "nonce": _STRING,
-            "message": _STRING,
-            "code": _INTEGER,
+            "version": STRING,
+            "nonce": STRING,
+            "message": STRING,
+            "code": INTEGER,
             "at": {"type": "string", "format": "date-time"},
         }
     )
-    return _all_required(
+    return all_required(
         {
-            "type_url": _STRING,
+            "type_url": STRING,
             "state": {"enum": ["idle", "pending", "acked", "nacked"]},
-            "sent_version": _NULLABLE_STRING,
-            "sent_nonce": _NULLABLE_STRING,
-            "sent_at": _TIMESTAMP,
-            "acked_version": _NULLABLE_STRING,
-            "acked_at": _TIMESTAMP,
-            "push_count": _INTEGER,
+            "sent_version": NULLABLE_STRING,
+            "sent_nonce": NULLABLE_STRING,
+            "sent_at": TIMESTAMP,
+            "acked_version": NULLABLE_STRING,
+            "acked_at": TIMESTAMP,
+            "push_count": INTEGER,
             "last_nack": {"oneOf": [{"type": "null"}, nack]},
         }
     )
 
 
 def _status() -> Schema:
-    config = _all_required(
+    config = all_required(
         {
             "state": {"enum": ["pending", "acked", "nacked", "disabled"]},
-            "snapshot_version": _NULLABLE_STRING,
-            "resource_versions": _all_required(
-                {"cluster": _NULLABLE_STRING, "listener": _NULLABLE_STRING}
+            "snapshot_version": NULLABLE_STRING,
+            "resource_versions": all_required(
+                {"cluster": NULLABLE_STRING, "listener": NULLABLE_STRING}
             ),
-            "node": _all_required({"id": _STRING, "connected": _BOOLEAN}),
-            "types": {"type": "object", "additionalProperties": _ref("XdsTypeStatus")},
-            "error": _NULLABLE_STRING,
-            "warnings": {"type": "array", "items": _STRING},
+            "node": all_required({"id": STRING, "connected": BOOLEAN}),
+            "types": {"type": "object", "additionalProperties": schema_ref("XdsTypeStatus")},
+            "error": NULLABLE_STRING,
+            "warnings": {"type": "array", "items": STRING},
         }
     )
-    return _all_required(
+    return all_required(
         {
-            "id": _STRING,
-            "enabled": _BOOLEAN,
+            "id": STRING,
+            "enabled": BOOLEAN,
             "listen_port": {"type": ["integer", "null"]},
-            "endpoint": _STRING,
-            "registry_version": _INTEGER,
+            "endpoint": STRING,
+            "registry_version": INTEGER,
             "source": {"enum": ["declared", "registered"]},
             "config": config,
         }
@@ -171,12 +167,12 @@ def _status() -> Schema:
 
 
 def _probe_result() -> Schema:
-    return _all_required(
+    return all_required(
         {
-            "ok": _BOOLEAN,
-            "latency_ms": _NUMBER,
-            "step": _STRING,
-            "detail": _STRING,
+            "ok": BOOLEAN,
+            "latency_ms": NUMBER,
+            "step": STRING,
+            "detail": STRING,
             "at": {"type": "string", "format": "date-time"},
         }
     )
@@ -184,9 +180,9 @@ def _probe_result() -> Schema:
 
 def _integration_probe() -> Schema:
     probe = _probe_result()
-    return _all_required(
+    return all_required(
         {
-            "id": _STRING,
+            "id": STRING,
             "kind": {"enum": list(KINDS)},
             "state": {
                 "enum": ["healthy", "unhealthy", "unknown"],
@@ -198,194 +194,61 @@ def _integration_probe() -> Schema:
 
 
 def _integration_health() -> Schema:
-    envoy = _object(
+    envoy = obj(
         ["reachable"],
         {
-            "reachable": _BOOLEAN,
-            "detail": _STRING,
-            "cluster_known": _BOOLEAN,
+            "reachable": BOOLEAN,
+            "detail": STRING,
+            "cluster_known": BOOLEAN,
             "hosts": {
                 "type": "array",
-                "items": _all_required(
+                "items": all_required(
                     {
-                        "address": _STRING,
-                        "healthy": _BOOLEAN,
-                        "health_flags": {"type": "array", "items": _STRING},
+                        "address": STRING,
+                        "healthy": BOOLEAN,
+                        "health_flags": {"type": "array", "items": STRING},
                     }
                 ),
             },
-            "outlier": _all_required(
-                {"ejections_active": _NUMBER, "ejections_enforced_total": _NUMBER}
+            "outlier": all_required(
+                {"ejections_active": NUMBER, "ejections_enforced_total": NUMBER}
             ),
         },
     )
-    return _all_required(
+    return all_required(
         {
-            "id": _STRING,
+            "id": STRING,
             "state": {"enum": ["healthy", "unhealthy", "unknown"]},
-            "last_probe": {"oneOf": [{"type": "null"}, _ref("ProbeResult")]},
+            "last_probe": {"oneOf": [{"type": "null"}, schema_ref("ProbeResult")]},
             "envoy": envoy,
         }
     )
 
 
-def _bucket() -> Schema:
-    return _all_required({"requests": _INTEGER, "per_s": _NUMBER, "burst": _INTEGER})
-
-
-def _rate_limit() -> Schema:
-    configured = _all_required(
-        {
-            "rule": _NULLABLE_STRING,
-            "bucket": _ref("RateBucket"),
-            "tenant_header": _NULLABLE_STRING,
-            "per_tenant": {"type": "object", "additionalProperties": _ref("RateBucket")},
-        }
-    )
-    return _all_required(
-        {
-            "id": _STRING,
-            "configured": {"oneOf": [{"type": "null"}, configured]},
-            "counters": _all_required(
-                {"allowed": _NUMBER, "limited": _NUMBER, "enabled": _NUMBER, "enforced": _NUMBER}
-            ),
-            "limited_per_s": _NUMBER,
-            "window_s": _NUMBER,
-        }
-    )
-
-
-def _cache() -> Schema:
-    schema = _all_required(
-        {
-            "id": _STRING,
-            "enabled": _BOOLEAN,
-            "generation": _INTEGER,
-            "hits": _INTEGER,
-            "misses": _INTEGER,
-            "stored": _INTEGER,
-            "hit_ratio": {"type": ["number", "null"]},
-            "entries": _NUMBER,
-            "bytes": _NUMBER,
-            "path": _STRING,
-        }
-    )
-    schema["properties"]["bypassed"] = {
-        "type": "integer",
-        "description": "requests the cache filter did not consider (e.g. not cacheable)",
-    }
-    schema["properties"]["disk"] = _all_required(
-        {"files": _INTEGER, "bytes": _INTEGER},
-        description="files and bytes actually in the cache directory",
-    )
-    return schema
-
-
-def _cache_clear() -> Schema:
-    schema = _all_required(
-        {
-            "id": _STRING,
-            "generation": _INTEGER,
-            "snapshot_version": _NULLABLE_STRING,
-            "cleared_path": _STRING,
-        }
-    )
-    schema["properties"]["acked"] = {
-        "type": "boolean",
-        "description": "Envoy ACKed the listener with the new cache path",
-    }
-    schema["properties"]["removed"] = {
-        "type": "boolean",
-        "description": "the old cache directories were deleted",
-    }
-    return schema
-
-
-def _circuit_breaker() -> Schema:
-    gauges = CIRCUIT_BREAKER_GAUGES
-    return _all_required(
-        {
-            "id": _STRING,
-            "state": {"enum": ["closed", "open", "half_open"]},
-            "thresholds": _all_required(
-                {
-                    "max_connections": _INTEGER,
-                    "max_pending_requests": _INTEGER,
-                    "max_requests": _INTEGER,
-                    "max_retries": _INTEGER,
-                }
-            ),
-            "outlier_detection": _all_required(
-                {
-                    "enabled": _BOOLEAN,
-                    "consecutive_5xx": _INTEGER,
-                    "base_ejection_time_s": _NUMBER,
-                    "max_ejection_percent": _INTEGER,
-                    "ejections_active": _NUMBER,
-                    "ejections_enforced_total": _NUMBER,
-                }
-            ),
-            "gauges": _all_required({g: _NUMBER for g in gauges}),
-            "overflow": _all_required(
-                {
-                    "upstream_cx_overflow": _NUMBER,
-                    "upstream_rq_pending_overflow": _NUMBER,
-                    "upstream_rq_retry_overflow": _NUMBER,
-                }
-            ),
-            "hosts": {
-                "type": "array",
-                "items": _all_required(
-                    {
-                        "address": _STRING,
-                        "health_flags": {"type": "array", "items": _STRING},
-                        "failed_outlier_check": _BOOLEAN,
-                    }
-                ),
-            },
-            "generation": _INTEGER,
-        }
-    )
-
-
-def _reset() -> Schema:
-    return _all_required(
-        {
-            "id": _STRING,
-            "generation": _INTEGER,
-            "snapshot_version": _STRING,
-            "acked": {
-                "type": "boolean",
-                "description": "Envoy ACKed the rebuilt cluster within 5 s (else 202)",
-            },
-        }
-    )
-
-
 def _checks() -> Schema:
-    check = _object(["ok"], {"ok": _BOOLEAN, "detail": _STRING})
+    check = obj(["ok"], {"ok": BOOLEAN, "detail": STRING})
     return {"type": "object", "additionalProperties": check}
 
 
 def _problem() -> Schema:
-    item = _object(
+    item = obj(
         ["pointer", "message"],
         {
             "pointer": {"type": "string", "description": "RFC 6901 JSON pointer"},
-            "message": _STRING,
-            "fix": _STRING,
-            "file": _STRING,
-            "line": _INTEGER,
+            "message": STRING,
+            "fix": STRING,
+            "file": STRING,
+            "line": INTEGER,
             "column": {"type": ["integer", "null"]},
         },
     )
-    return _object(
+    return obj(
         ["type", "title", "status", "detail"],
         {
             "type": {"type": "string", "description": "a URI naming the problem type"},
-            "title": _STRING,
+            "title": STRING,
             "status": {"type": "integer", "minimum": 400, "maximum": 599},
-            "detail": _STRING,
+            "detail": STRING,
             "errors": {
                 "type": "array",
                 "items": item,
@@ -400,13 +263,13 @@ def component_schemas() -> dict[str, Schema]:
     return {
         "IntegrationInput": _integration_input(),
         "Integration": _integration(),
-        "IntegrationList": _object(
+        "IntegrationList": obj(
             ["items", "total", "limit", "offset"],
             {
-                "items": {"type": "array", "items": _ref("Integration")},
-                "total": _INTEGER,
-                "limit": _INTEGER,
-                "offset": _INTEGER,
+                "items": {"type": "array", "items": schema_ref("Integration")},
+                "total": INTEGER,
+                "limit": INTEGER,
+                "offset": INTEGER,
                 "next": {"type": "string", "description": "relative URL of the next page"},
             },
         ),
@@ -415,18 +278,18 @@ def component_schemas() -> dict[str, Schema]:
         "ProbeResult": _probe_result(),
         "IntegrationProbe": _integration_probe(),
         "IntegrationHealth": _integration_health(),
-        "RateBucket": _bucket(),
-        "RateLimit": _rate_limit(),
-        "CacheStats": _cache(),
-        "CacheCleared": _cache_clear(),
-        "CircuitBreaker": _circuit_breaker(),
-        "CircuitBreakerReset": _reset(),
-        "ServiceHealth": _all_required(
+        "RateBucket": bucket_schema(),
+        "RateLimit": rate_limit_schema(),
+        "CacheStats": cache_schema(),
+        "CacheCleared": cache_clear_schema(),
+        "CircuitBreaker": circuit_breaker_schema(),
+        "CircuitBreakerReset": reset_schema(),
+        "ServiceHealth": all_required(
             {"status": {"enum": ["ok", "degraded"]}, "checks": _checks()}
         ),
-        "Readiness": _all_required(
+        "Readiness": all_required(
             {"status": {"enum": ["ready", "not_ready"]}, "checks": _checks()}
         ),
-        "Liveness": _all_required({"status": {"const": "live"}, "loop_lag_ms": _NUMBER}),
+        "Liveness": all_required({"status": {"const": "live"}, "loop_lag_ms": NUMBER}),
         "Problem": _problem(),
     }

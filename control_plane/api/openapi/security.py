@@ -1,6 +1,6 @@
-"""The security part of the OpenAPI document: schemes, the ``/api-keys`` and ``/audit``
-operations, and 401/403/429 on every operation that needs credentials (from the
-permission matrix, so the document and the middleware cannot disagree)."""
+"""The security part of the OpenAPI document: schemes, the API-key and audit schemas, and
+401/403/429 on every operation that needs credentials (from the permission matrix, so the
+document and the middleware cannot disagree)."""
 
 from __future__ import annotations
 
@@ -133,92 +133,10 @@ _HEADERS: Json = {
     },
 }
 
-_AUDIT_PARAMS = [
-    _query("principal", "Only entries by this principal id", {"type": "string"}),
-    _query("tenant", "Only entries of this tenant (global admins)", {"type": "string"}),
-    _query("action", "Only this action, e.g. integration.update", {"type": "string"}),
-    _query("target", "Only this target, e.g. integration/stripe", {"type": "string"}),
-    _query("since", "Entries at or after this time", {"type": "string", "format": "date-time"}),
-    _query("until", "Entries before this time", {"type": "string", "format": "date-time"}),
-    _query("before_id", "Page: entries older than this id", {"type": "integer", "minimum": 1}),
-    _query("limit", "Page size", {"type": "integer", "minimum": 1, "maximum": 500}),
-]
-
-
-def _op(op_id: str, summary: str, description: str, responses: Json, **extra: Any) -> Json:
-    return {
-        "operationId": op_id,
-        "tags": ["security"],
-        "summary": summary,
-        "description": description,
-        "parameters": [
-            _ref("parameters", "XRequestId"),
-            _ref("parameters", "Traceparent"),
-            *extra.pop("parameters", []),
-        ],
-        "responses": responses,
-        **extra,
-    }
-
-
-def _paths() -> Json:
-    key_id = {"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    body = {
-        "required": True,
-        "content": {"application/json": {"schema": _ref("schemas", "ApiKeyInput")}},
-    }
-    return {
-        "/api-keys": {
-            "get": _op(
-                "listApiKeys",
-                "List API keys",
-                "Metadata only, never a key or its hash. Tenant admins see their tenant's.",
-                {"200": _json("ApiKeyList", "The keys")},
-            ),
-            "post": _op(
-                "createApiKey",
-                "Create an API key",
-                "The response is the only place the key ever appears; store it.",
-                {
-                    "201": _json("ApiKeyCreated", "Created (the key is in `key`)"),
-                    "400": _problem("The body is not JSON"),
-                    "422": _problem("The body is invalid"),
-                },
-                requestBody=body,
-            ),
-        },
-        "/api-keys/{key_id}": {
-            "delete": _op(
-                "revokeApiKey",
-                "Revoke an API key",
-                "Takes effect on the very next request at this replica, and within 1 s at the "
-                "others (their verified-key cache). Revoking twice is harmless.",
-                {
-                    "204": {"description": "Revoked", "headers": _headers()},
-                    "404": _problem("No such key (or one of another tenant)"),
-                },
-                parameters=[key_id],
-            ),
-        },
-        "/audit": {
-            "get": _op(
-                "listAudit",
-                "Read the audit log",
-                "Newest first; filters combine with AND; `next` pages to older entries.",
-                {
-                    "200": _json("AuditList", "Audit entries"),
-                    "400": _problem("A filter is malformed"),
-                },
-                parameters=_AUDIT_PARAMS,
-            ),
-        },
-    }
-
 
 def add_security(document: Json) -> Json:
-    """``document`` with the security operations, schemes and responses merged in."""
+    """``document`` with the security schemes, schemas and responses merged in."""
     out = copy.deepcopy(document)
-    out["paths"].update(_paths())
     components = out.setdefault("components", {})
     components.setdefault("schemas", {}).update(copy.deepcopy(_SCHEMAS))
     components.setdefault("responses", {}).update(copy.deepcopy(_RESPONSES))

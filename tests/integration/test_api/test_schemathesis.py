@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from control_plane.api.openapi import openapi_document
+from control_plane.api.routes import openapi_document
 from control_plane.app import create_app
 from tests.support.app import app_settings
 

@@ -10,8 +10,9 @@ import jsonschema
 import pytest
 import yaml
 
-from control_plane.api.openapi import DEFAULT_TEMPLATE, main, openapi_document
+from control_plane.api.openapi.cli import DEFAULT_TEMPLATE, main
 from control_plane.api.openapi.markdown import render_markdown
+from control_plane.api.routes import openapi_document
 from control_plane.app import create_app
 from control_plane.registry.schema import integration_schema
 from control_plane.settings import Settings
