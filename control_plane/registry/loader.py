@@ -8,7 +8,6 @@ rules), each located by file, line, column and JSON pointer.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,6 @@ from control_plane.model import (
     Integration,
     OutlierDetection,
     Policies,
-    RateBucket,
-    RateLimit,
     ResponseCache,
     Retries,
     Source,
@@ -30,15 +27,14 @@ from control_plane.model import (
     Upstream,
 )
 from control_plane.problems import Problem, RegistryError
-from control_plane.registry.schema import (
-    DURATION_PATTERN,
-    file_schema,
-    integration_schema,
-    rate_limits_schema,
-)
+from control_plane.registry.durations import duration_problems, parse_duration
+from control_plane.registry.rate_rules import RateRules, load_rate_limits, resolve_rate_limit
+from control_plane.registry.schema import file_schema, integration_schema
 from control_plane.registry.validation import schema_problems
 from control_plane.registry.yamlmarks import MarkedDocument, load_marked
 
+# ``RateRules``, ``load_rate_limits`` (rate_rules) and ``parse_duration`` (durations) are
+# re-exported: callers load the rules and the integrations from one place.
 __all__ = [
     "RateRules",
     "integration_from_document",
@@ -48,47 +44,6 @@ __all__ = [
     "parse_integrations_text",
     "validate_integration_document",
 ]
-
-RateRules = Mapping[str, RateLimit]
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(value: str | float | int) -> float:
-    """Seconds from ``250ms``, ``10s``, ``2m``, ``1h`` or a plain number of seconds."""
-    if isinstance(value, int | float):
-        return float(value)
-    for unit in ("ms", "s", "m", "h"):
-        if value.endswith(unit) and value[: -len(unit)].replace(".", "", 1).isdigit():
-            return float(value[: -len(unit)]) * _UNITS[unit]
-    raise ValueError(f"not a duration: {value!r}")
-
-
-def _bucket(raw: Mapping[str, Any]) -> RateBucket:
-    requests = int(raw["requests"])
-    return RateBucket(
-        requests=requests,
-        per=parse_duration(raw.get("per", "1s")),
-        burst=int(raw.get("burst", requests)),
-    )
-
-
-def _rate_limit(raw: Mapping[str, Any], rules: RateRules) -> RateLimit:
-    base = rules.get(raw["rule"]) if "rule" in raw else None
-    if base is not None and "requests" not in raw:
-        bucket = base.bucket
-    else:
-        merged = {"requests": base.bucket.requests, "burst": base.bucket.burst} if base else {}
-        merged.update({k: raw[k] for k in ("requests", "per", "burst") if k in raw})
-        bucket = _bucket(merged)
-    per_tenant = dict(base.per_tenant) if base else {}
-    per_tenant.update({t: _bucket(b) for t, b in raw.get("per_tenant", {}).items()})
-    return RateLimit(
-        bucket=bucket,
-        rule=raw.get("rule"),
-        tenant_header=raw.get("tenant_header", base.tenant_header if base else "x-tenant-id"),
-        per_tenant=per_tenant,
-    )
 
 
 def _ref(value: str | None) -> CredentialRef | None:
@@ -151,7 +106,7 @@ def _policies(raw: Mapping[str, Any], rules: RateRules) -> Policies:
             ),
             retry_after_max=dur(retries, "retry_after_max", defaults_r.retry_after_max),
         ),
-        rate_limit=_rate_limit(raw["rate_limit"], rules) if "rate_limit" in raw else None,
+        rate_limit=resolve_rate_limit(raw["rate_limit"], rules) if "rate_limit" in raw else None,
         circuit_breaker=CircuitBreaker(**raw.get("circuit_breaker", {})),
         outlier_detection=OutlierDetection(
             enabled=od.get("enabled", defaults_od.enabled),
@@ -225,56 +180,6 @@ def _url_problem(url: str, upstream: Any) -> str | None:
     return None
 
 
-# google.protobuf.Duration's range: Envoy cannot take a longer duration (JSON Schema's
-# pattern cannot bound the number in "99999999999h").
-MAX_DURATION_S = 315_576_000_000
-
-
-# Policy fields holding a duration (a bare number there is seconds, elsewhere a count).
-_DURATION_FIELDS = frozenset(
-    {
-        "timeout",
-        "connect_timeout",
-        "per_try_timeout",
-        "retry_after_max",
-        "per",
-        "interval",
-        "base_ejection_time",
-        "max_ejection_time",
-    }
-)
-
-
-def _duration_problems(
-    doc: MarkedDocument, value: Any, path: tuple[str | int, ...]
-) -> list[Problem]:
-    if isinstance(value, dict):
-        return [p for k, v in value.items() for p in _duration_problems(doc, v, (*path, k))]
-    is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    if (isinstance(value, str) and re.match(DURATION_PATTERN, value)) or (
-        is_number and path and path[-1] in _DURATION_FIELDS
-    ):
-        if parse_duration(value) > MAX_DURATION_S:
-            return [
-                doc.problem(
-                    path,
-                    f"duration {value!r} is longer than Envoy accepts",
-                    f"use at most {MAX_DURATION_S} seconds (about 10,000 years)",
-                )
-            ]
-        # Envoy gets milliseconds; a zero timeout or interval is refused (connect_timeout
-        # "must be greater than 0s"), and the whole update would be NACKed.
-        if round(parse_duration(value) * 1000) == 0:
-            return [
-                doc.problem(
-                    path,
-                    f"duration {value!r} is shorter than 1 ms",
-                    "give a positive duration of at least 1ms, or omit it for the default",
-                )
-            ]
-    return []
-
-
 def _ejection_problems(
     doc: MarkedDocument, policies: Any, path: tuple[str | int, ...]
 ) -> list[Problem]:
@@ -308,7 +213,7 @@ def _semantic_problems(doc: MarkedDocument, items: list[Any], rules: RateRules) 
         if not isinstance(item, dict):
             continue
         base = ("integrations", index)
-        problems.extend(_duration_problems(doc, item.get("policies"), (*base, "policies")))
+        problems.extend(duration_problems(doc, item.get("policies"), (*base, "policies")))
         problems.extend(_ejection_problems(doc, item.get("policies"), (*base, "policies")))
         ident = item.get("id")
         if isinstance(ident, str):
@@ -406,22 +311,3 @@ def validate_integration_document(data: Any, rules: RateRules | None = None) -> 
             pointer = problem.pointer.removeprefix("/integrations/0")
             problems.append(Problem(pointer, problem.message, problem.fix))
     return [Problem(p.pointer, p.message, p.fix) for p in problems]
-
-
-def load_rate_limits(path: Path) -> dict[str, RateLimit]:
-    """Named token-bucket rules from ``config/rate_limits.yaml`` (missing file: none)."""
-    if not path.exists():
-        return {}
-    doc = load_marked(path.read_text(encoding="utf-8"), str(path))
-    problems = list(doc.problems) or schema_problems(doc, rate_limits_schema())
-    if problems:
-        raise RegistryError(problems, f"{path} is invalid")
-    rules: dict[str, RateLimit] = {}
-    for name, raw in (doc.data or {}).get("rules", {}).items():
-        rules[name] = RateLimit(
-            bucket=_bucket(raw),
-            rule=name,
-            tenant_header=raw.get("tenant_header", "x-tenant-id"),
-            per_tenant={t: _bucket(b) for t, b in raw.get("per_tenant", {}).items()},
-        )
-    return rules

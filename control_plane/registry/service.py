@@ -4,6 +4,9 @@ Declared integrations come from ``config/integrations.yaml`` and are read-only t
 the API; registered ones live in the store. Every change produces a new immutable
 :class:`RegistryView` and wakes the subscribers (the xDS pipeline, the API caches).
 An invalid new file is rejected with its problems and the last good view stays in force.
+
+Start-up, a file reload and :meth:`RegistryService.refresh` rebuild the view from the whole
+store; a mutation replaces only its own entry, with the row the store returned.
 """
 
 from __future__ import annotations
@@ -162,7 +165,7 @@ class RegistryService:
             self._declared = declared
             self._file_digest = digest
             self._file_error = None
-            await self._rebuild()
+            await self._rebuild(registered)
         log.info("integrations file reloaded", extra={"declared": len(declared)})
         return ReloadResult(ok=True, changed=True)
 
@@ -196,12 +199,17 @@ class RegistryService:
             await self._rebuild()
 
     # -- mutations -----------------------------------------------------------------------
-    def validate(self, document: Any) -> list[Problem]:
-        return validate_integration_document(document, self._rules)
-
-    def _parse(self, document: Mapping[str, Any]) -> Integration:
-        problems = self.validate(document)
+    def parse(self, document: Mapping[str, Any], *, replacing: str | None = None) -> Integration:
+        """The registered integration ``document`` describes; :class:`RegistryError` with
+        every problem when it is invalid. Done once per write: :meth:`create` and
+        :meth:`update` take the result. ``replacing`` (an update) fixes the id, and a
+        declared one is refused as read-only before its document's problems are reported."""
+        if replacing is not None:
+            document = {**document, "id": replacing}
+        problems = validate_integration_document(document, self._rules)
         if problems:
+            if replacing is not None:
+                self._refuse_declared(replacing)
             raise RegistryError(problems, "invalid integration")
         return integration_from_document(document, source="registered", rules=self._rules)
 
@@ -214,52 +222,62 @@ class RegistryService:
             )
 
     async def create(
-        self, document: Mapping[str, Any], *, correlation_id: str | None = None
+        self, document: Mapping[str, Any] | Integration, *, correlation_id: str | None = None
     ) -> Integration:
-        item = self._parse(document)
+        """Register a document, or the integration :meth:`parse` built from one."""
+        item = document if isinstance(document, Integration) else self.parse(document)
         async with self._lock:
             self._refuse_declared(item.id)
-            port = await self._choose_port(item)
-            self._check_with(item.replace(listen_port=port))
-            stored_doc = to_document(item.replace(listen_port=port), with_meta=False)
+            assigned = await self.store.port_assignments()
+            port = self._choose_port(item, assigned)
+            item = item.replace(listen_port=port)
+            self._check_with(item)
             # The event carries the version the store is about to assign (creates start at 1).
             event = self._event("integration.registered", item.replace(version=1), correlation_id)
-            had_port = item.id in await self.store.port_assignments()
             # The port is claimed first (unique in the store), so two replicas racing for
             # the same port cannot both create; a failed create gives a new claim back.
             await self.store.assign_port(item.id, port)
             try:
-                await self.store.create(item.id, stored_doc, events=[event])
+                row = await self.store.create(
+                    item.id, to_document(item, with_meta=False), events=[event]
+                )
             except Exception:
-                if not had_port:
+                if item.id not in assigned:
                     await self.store.release_port(item.id)
                 raise
-            await self._rebuild()
-        return self._view.items[item.id]
+            return await self._put(row)
 
     async def update(
         self,
         integration_id: str,
-        document: Mapping[str, Any],
+        document: Mapping[str, Any] | Integration,
         expected_version: int,
         *,
         correlation_id: str | None = None,
     ) -> Integration:
+        """Replace with a document, or with the integration ``parse(..., replacing=id)``
+        built from one."""
         self._refuse_declared(integration_id)
-        item = self._parse({**document, "id": integration_id})
+        if isinstance(document, Integration):
+            if document.id != integration_id:
+                raise ValueError(f"integration {document.id!r} cannot replace {integration_id!r}")
+            item = document
+        else:
+            item = self.parse(document, replacing=integration_id)
         async with self._lock:
             current = await self.store.get(integration_id)
             if current is None:
                 raise NotFoundError(f"no integration {integration_id!r}")
-            port = await self._choose_port(item)
-            self._check_with(item.replace(listen_port=port))
-            stored_doc = to_document(item.replace(listen_port=port), with_meta=False)
+            port = self._choose_port(item, await self.store.port_assignments())
+            item = item.replace(listen_port=port)
+            self._check_with(item)
             updated = item.replace(version=expected_version + 1)
             event = self._event("integration.updated", updated, correlation_id)
-            await self.store.update(integration_id, stored_doc, expected_version, events=[event])
+            row = await self.store.update(
+                integration_id, to_document(item, with_meta=False), expected_version, events=[event]
+            )
             await self.store.assign_port(integration_id, port)
-            await self._rebuild()
-        return self._view.items[integration_id]
+            return await self._put(row)
 
     async def delete(
         self,
@@ -276,7 +294,9 @@ class RegistryService:
             event = self._event("integration.deregistered", current, correlation_id)
             await self.store.delete(integration_id, expected_version, events=[event])
             await self.store.release_port(integration_id)
-            await self._rebuild()
+            items = dict(self._view.items)
+            del items[integration_id]
+            await self._publish(items)
 
     def _check(self, items: Iterable[Integration]) -> None:
         if self.precheck is not None:
@@ -299,19 +319,29 @@ class RegistryService:
         return OutboxEvent(id=envelope["id"], type=kind, envelope=envelope)
 
     # -- internals -----------------------------------------------------------------------
+    def _from_row(self, row: StoredIntegration) -> Integration:
+        """The view's entry for a stored row (its normalised document, as every replica
+        reads it back, plus the metadata the store owns)."""
+        item = integration_from_document(row.document, source="registered", rules=self._rules)
+        return item.replace(
+            version=row.version, created_at=row.created_at, updated_at=row.updated_at
+        )
+
     async def _registered(self) -> dict[str, Integration]:
         rows: list[StoredIntegration] = await self.store.list()
-        out: dict[str, Integration] = {}
-        for row in rows:
-            item = integration_from_document(row.document, source="registered", rules=self._rules)
-            out[row.id] = item.replace(
-                version=row.version, created_at=row.created_at, updated_at=row.updated_at
-            )
-        return out
+        return {row.id: self._from_row(row) for row in rows}
 
-    async def _choose_port(self, item: Integration) -> int:
-        """The integration's own port, its stable assignment, or the lowest free one."""
-        assigned = await self.store.port_assignments()
+    async def _put(self, row: StoredIntegration) -> Integration:
+        """Publish the view with ``row`` (what the store just wrote) as its entry; the
+        other entries are kept as they are (no store read)."""
+        item = self._from_row(row)
+        items = {**self._view.items, row.id: item}
+        await self._publish(items if row.id in self._view.items else dict(sorted(items.items())))
+        return item
+
+    def _choose_port(self, item: Integration, assigned: Mapping[str, int]) -> int:
+        """The integration's own port, its stable assignment, or the lowest free one;
+        ``assigned`` is every port assignment in the store."""
         taken = {p: i for i, p in assigned.items() if i != item.id}
         taken.update({d.listen_port: d.id for d in self._declared.values() if d.listen_port})
         if item.listen_port is not None:
@@ -330,13 +360,19 @@ class RegistryService:
                 return port
         raise ConflictError(f"no free listen port left in {lo}-{hi}; widen listen_port_range")
 
-    async def _rebuild(self) -> None:
-        registered = await self._registered()
+    async def _rebuild(self, registered: dict[str, Integration] | None = None) -> None:
+        """The whole view again, from the store (or the ``registered`` just read from it)."""
+        if registered is None:
+            registered = await self._registered()
         declared: dict[str, Integration] = {}
+        assigned: dict[str, int] | None = None
         for ident, item in self._declared.items():
             if item.listen_port is None:
-                port = await self._choose_port(item)
+                if assigned is None:
+                    assigned = await self.store.port_assignments()
+                port = self._choose_port(item, assigned)
                 await self.store.assign_port(ident, port)
+                assigned[ident] = port
                 item = item.replace(listen_port=port)
             declared[ident] = item
         items = {**registered, **declared}
@@ -346,8 +382,12 @@ class RegistryService:
         unchanged = ordered == dict(self._view.items) and self._view.file_error is self._file_error
         if unchanged and self._view.generation > 0:
             return
+        await self._publish(ordered)
+
+    async def _publish(self, items: Mapping[str, Integration]) -> None:
+        """Install ``items`` (ordered by id) as the next view and wake the listeners."""
         self._view = RegistryView(
-            items=ordered, generation=self._view.generation + 1, file_error=self._file_error
+            items=items, generation=self._view.generation + 1, file_error=self._file_error
         )
         for listener in list(self._listeners):
             result = listener(self._view)

@@ -1,0 +1,66 @@
+"""Rate limits: the named rules of ``config/rate_limits.yaml`` and an integration's
+``policies.rate_limit`` resolved against them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from control_plane.model import RateBucket, RateLimit
+from control_plane.problems import RegistryError
+from control_plane.registry.durations import parse_duration
+from control_plane.registry.schema import rate_limits_schema
+from control_plane.registry.validation import schema_problems
+from control_plane.registry.yamlmarks import load_marked
+
+__all__ = ["RateRules", "load_rate_limits", "resolve_rate_limit"]
+
+RateRules = Mapping[str, RateLimit]
+
+
+def _bucket(raw: Mapping[str, Any]) -> RateBucket:
+    requests = int(raw["requests"])
+    return RateBucket(
+        requests=requests,
+        per=parse_duration(raw.get("per", "1s")),
+        burst=int(raw.get("burst", requests)),
+    )
+
+
+def resolve_rate_limit(raw: Mapping[str, Any], rules: RateRules) -> RateLimit:
+    """An integration's rate limit: its own bucket, or its rule's with overrides."""
+    base = rules.get(raw["rule"]) if "rule" in raw else None
+    if base is not None and "requests" not in raw:
+        bucket = base.bucket
+    else:
+        merged = {"requests": base.bucket.requests, "burst": base.bucket.burst} if base else {}
+        merged.update({k: raw[k] for k in ("requests", "per", "burst") if k in raw})
+        bucket = _bucket(merged)
+    per_tenant = dict(base.per_tenant) if base else {}
+    per_tenant.update({t: _bucket(b) for t, b in raw.get("per_tenant", {}).items()})
+    return RateLimit(
+        bucket=bucket,
+        rule=raw.get("rule"),
+        tenant_header=raw.get("tenant_header", base.tenant_header if base else "x-tenant-id"),
+        per_tenant=per_tenant,
+    )
+
+
+def load_rate_limits(path: Path) -> dict[str, RateLimit]:
+    """Named token-bucket rules from ``config/rate_limits.yaml`` (missing file: none)."""
+    if not path.exists():
+        return {}
+    doc = load_marked(path.read_text(encoding="utf-8"), str(path))
+    problems = list(doc.problems) or schema_problems(doc, rate_limits_schema())
+    if problems:
+        raise RegistryError(problems, f"{path} is invalid")
+    rules: dict[str, RateLimit] = {}
+    for name, raw in (doc.data or {}).get("rules", {}).items():
+        rules[name] = RateLimit(
+            bucket=_bucket(raw),
+            rule=name,
+            tenant_header=raw.get("tenant_header", "x-tenant-id"),
+            per_tenant={t: _bucket(b) for t, b in raw.get("per_tenant", {}).items()},
+        )
+    return rules
