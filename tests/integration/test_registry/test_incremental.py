@@ -52,6 +52,12 @@ class CountingStore:
         self.rows, self.port_entries = 0, 0
         self.calls.clear()
 
+    def report(self, write: str) -> str:
+        return (
+            f"{write} among {STORED}: {self.rows} integration row(s) read, calls "
+            f"{dict(self.calls)}, {self.port_entries} port assignment(s) read"
+        )
+
     async def list(self) -> builtins.list[StoredIntegration]:
         rows = await self.inner.list()
         self.calls["list"] += 1
@@ -113,7 +119,7 @@ async def test_writes_read_back_only_their_own_row(running: Running) -> None:
     )
     assert created.status == 201, await created.text()
     post_rows = store.rows
-    print(f"POST among {STORED}: {post_rows} row(s), calls {dict(store.calls)}")
+    print(store.report("POST"))
     assert store.calls["list"] == 0, "a create does not re-list the store"
     assert post_rows <= HANDFUL, f"POST read {post_rows} rows of the store"
     body = await created.json()
@@ -132,7 +138,7 @@ async def test_writes_read_back_only_their_own_row(running: Running) -> None:
     )
     assert updated.status == 200, await updated.text()
     put_rows = store.rows
-    print(f"PUT among {STORED}: {put_rows} row(s), calls {dict(store.calls)}")
+    print(store.report("PUT"))
     assert store.calls["list"] == 0, "an update does not re-list the store"
     assert put_rows <= HANDFUL, f"PUT read {put_rows} rows of the store"
     assert registry.view.get("stored-0500").description == "changed"  # type: ignore[union-attr]
@@ -142,7 +148,7 @@ async def test_writes_read_back_only_their_own_row(running: Running) -> None:
     deleted = await client.delete("/integrations/stored-0001", headers={"If-Match": '"v1"'})
     assert deleted.status == 204, await deleted.text()
     delete_rows = store.rows
-    print(f"DELETE among {STORED}: {delete_rows} row(s), calls {dict(store.calls)}")
+    print(store.report("DELETE"))
     assert store.calls["list"] == 0, "a delete does not re-list the store"
     assert delete_rows <= HANDFUL, f"DELETE read {delete_rows} rows of the store"
     assert registry.view.get("stored-0001") is None
