@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from control_plane.bounded_yaml import YamlLimitError, load_bounded
 from control_plane.problems import Problem, RegistryError
 
 __all__ = ["Settings", "load_settings"]
@@ -192,6 +193,25 @@ def _convert(name: str, raw: Any, origin: str) -> Any:
         ) from None
 
 
+def _read_yaml(path: Path) -> Any:
+    try:
+        return load_bounded(path.read_text(encoding="utf-8")) or {}
+    except YamlLimitError as exc:
+        problem = Problem(
+            "", f"YAML refused: {exc.message}", exc.fix, file=str(path), line=exc.line
+        )
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = Problem(
+            "",
+            f"YAML syntax error: {getattr(exc, 'problem', None) or exc}",
+            "fix the YAML syntax at this position",
+            file=str(path),
+            line=mark.line + 1 if mark is not None else None,
+        )
+    raise RegistryError([problem], "invalid settings")
+
+
 def load_settings(
     environ: Mapping[str, str], config_file: Path | None = None, **overrides: Any
 ) -> Settings:
@@ -201,7 +221,7 @@ def load_settings(
         environ.get("INTEGRATION_SERVICE_CONFIG", "config/integration_service.yaml")
     )
     if path.exists():
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = _read_yaml(path)
         if not isinstance(raw, dict):
             raise RegistryError(
                 [Problem("", "expected a mapping", file=str(path))], "invalid settings"

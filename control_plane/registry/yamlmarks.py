@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from control_plane.bounded_yaml import YamlLimitError, compose_bounded
 from control_plane.problems import Problem, json_pointer
 
 __all__ = ["MarkedDocument", "load_marked"]
@@ -71,11 +72,23 @@ def _walk(node: yaml.Node, path: Path, doc: MarkedDocument) -> None:
 
 
 def load_marked(text: str, file: str) -> MarkedDocument:
-    """Parse YAML text; syntax errors become problems instead of exceptions."""
+    """Parse YAML text (once, within ``bounded_yaml``'s limits); syntax errors and exceeded
+    limits become problems instead of exceptions."""
     doc = MarkedDocument(data=None, file=file)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc.data = yaml.safe_load(text)
+        node, doc.data = compose_bounded(text)
+    except YamlLimitError as exc:
+        doc.problems.append(
+            Problem(
+                pointer="",
+                message=f"YAML refused: {exc.message}",
+                fix=exc.fix,
+                file=file,
+                line=exc.line,
+                column=exc.column,
+            )
+        )
+        return doc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         doc.problems.append(

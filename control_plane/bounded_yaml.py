@@ -1,0 +1,153 @@
+"""YAML parsing with bounds, for every YAML file the service reads.
+
+YAML anchors and aliases let a few hundred bytes stand for billions of nodes ("billion
+laughs": nine anchors of nine aliases each is 9**9 nodes). PyYAML's constructor shares the
+aliased objects, so building them is cheap, but everything that walks the result — the
+line-mark walker, JSON Schema validation, the translator — expands them, and a 359-byte file
+used to take gigabytes and hang the event loop (signals included). Here the document is
+composed once with a :class:`yaml.SafeLoader`, its node graph is measured *before anything
+walks it* — bytes, nesting depth, aliases, and the node count and depth after alias expansion
+(computed over the shared graph, never by expanding it) — and only a document within the
+limits is constructed. Recursive aliases (an anchor inside itself) are refused too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+__all__ = ["DEFAULT_LIMITS", "YamlLimitError", "YamlLimits", "compose_bounded", "load_bounded"]
+
+
+@dataclass(frozen=True, slots=True)
+class YamlLimits:
+    max_bytes: int = 32 * 2**20
+    max_depth: int = 64
+    max_aliases: int = 100_000
+    # Nodes after alias expansion: 10,000 integrations of ~60 nodes each are 600,000.
+    max_nodes: int = 2_000_000
+
+
+DEFAULT_LIMITS = YamlLimits()
+FIX = (
+    "write the values out instead of nesting anchors and aliases (a '<<: *defaults' per "
+    "entry is fine); the limits keep an alias bomb from exhausting the service"
+)
+
+
+class YamlLimitError(yaml.YAMLError):
+    """The document exceeds a limit; ``line``/``column`` (1-based) locate it when known."""
+
+    def __init__(self, message: str, mark: yaml.Mark | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = FIX
+        self.line = mark.line + 1 if mark is not None else None
+        self.column = mark.column + 1 if mark is not None else None
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """A SafeLoader that counts aliases and nesting while it composes."""
+
+    def __init__(self, text: str, limits: YamlLimits) -> None:
+        super().__init__(text)
+        self.limits = limits
+        self.aliases = 0
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > self.limits.max_aliases:
+                raise YamlLimitError(
+                    f"more than {self.limits.max_aliases} aliases",
+                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+                )
+            return super().compose_node(parent, index)
+        self.depth += 1
+        try:
+            if self.depth > self.limits.max_depth:
+                raise YamlLimitError(
+                    f"nested deeper than {self.limits.max_depth} levels",
+                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_expansion(root: yaml.Node, limits: YamlLimits) -> None:
+    """Node count and depth of the document as its aliases would expand, over the shared
+    graph (each distinct node measured once), without recursion."""
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    visiting: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            kids = _children(node)
+            total = 1 + sum(size[id(k)] for k in kids)
+            deepest = 1 + max((depth[id(k)] for k in kids), default=0)
+            visiting.discard(key)
+            if total > limits.max_nodes:
+                raise YamlLimitError(
+                    f"expands to more than {limits.max_nodes} nodes through its aliases",
+                    node.start_mark,
+                )
+            if deepest > limits.max_depth:
+                raise YamlLimitError(
+                    f"nested deeper than {limits.max_depth} levels through its aliases",
+                    node.start_mark,
+                )
+            size[key], depth[key] = total, deepest
+            continue
+        if key in size:
+            continue
+        if key in visiting:
+            raise YamlLimitError("an alias refers to its own anchor (recursive)", node.start_mark)
+        visiting.add(key)
+        stack.append((node, True))
+        for kid in _children(node):
+            kid_key = id(kid)
+            if kid_key in visiting:
+                raise YamlLimitError(
+                    "an alias refers to its own anchor (recursive)", kid.start_mark
+                )
+            if kid_key not in size:
+                stack.append((kid, False))
+
+
+def compose_bounded(text: str, limits: YamlLimits = DEFAULT_LIMITS) -> tuple[yaml.Node | None, Any]:
+    """The node graph (with marks) and the constructed data of a single-document ``text``.
+
+    Raises :class:`YamlLimitError` past a limit and :class:`yaml.YAMLError` (marked where
+    PyYAML knows the position) for invalid YAML.
+    """
+    if len(text.encode("utf-8", errors="replace")) > limits.max_bytes:
+        raise YamlLimitError(f"larger than {limits.max_bytes} bytes")
+    loader = _BoundedLoader(text, limits)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _check_expansion(node, limits)
+        return node, loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def load_bounded(text: str, limits: YamlLimits = DEFAULT_LIMITS) -> Any:
+    """Like ``yaml.safe_load``, within ``limits``."""
+    return compose_bounded(text, limits)[1]
