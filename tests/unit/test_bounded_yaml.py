@@ -39,7 +39,9 @@ def _integrations_bomb() -> str:
         "  - id: api\n"
         "    kind: http\n"
         "    upstream: https://api.example.com\n"
-        "    labels: &l1 [&l0 [a, a, a, a, a, a, a, a, a]" + ", *l0" * 8 + "]\n"
+        "    labels: &l1 [&l0 [a, a, a, a, a, a, a, a, a]"
+        + ", *l0" * 8
+        + "]\n"
         + "".join(f"    x{n}: &l{n + 1} [" + ", ".join([f"*l{n}"] * 9) + "]\n" for n in range(1, 9))
     )
 
