@@ -37,8 +37,8 @@ Kind = Literal["auth0", "postgresql", "redis", "stripe", "email", "storage", "ht
 KINDS: tuple[str, ...] = get_args(Kind)
 Source = Literal["declared", "registered"]
 
-ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-CREDENTIAL_REF_PATTERN = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:/\S+)$")
+ID_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\Z")
+CREDENTIAL_REF_PATTERN = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:/\S+)\Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,11 @@ accepting it within the cache's TTL (``control_plane.security.api_keys``).
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 from aiohttp import web
 
+from control_plane.api.body import json_body
 from control_plane.api.caller import AUDIT_DRAFT, principal_of
 from control_plane.api.openapi.spec import Json, ok, operation, problem, ref
 from control_plane.keys import SECURITY, STORE
@@ -91,16 +91,15 @@ def _expiry(body: dict[str, Any], now: dt.datetime) -> dt.datetime | None:
     {
         "201": ok("ApiKeyCreated", "Created (the key is in `key`)"),
         "400": problem("The body is not JSON"),
+        "413": problem("The body is larger than 1 MiB"),
+        "415": problem("The body is not application/json"),
         "422": problem("The body is invalid"),
     },
     body=_KEY_BODY,
 )
 async def create_key(request: web.Request) -> web.Response:
     caller = _caller(request)
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise SecurityProblem(400, "the body is not valid JSON") from None
+    body = await json_body(request)
     if not isinstance(body, dict):
         raise SecurityProblem(422, "the body must be a JSON object")
     unknown = sorted(set(body) - {"name", "role", "tenant", "expires_in", "expires_at"})

@@ -13,7 +13,9 @@ from typing import Any
 from aiohttp import web
 
 from control_plane.api.admission import admit_integration
+from control_plane.api.body import json_body
 from control_plane.api.caller import sees
+from control_plane.api.lookup import integration_of
 from control_plane.api.middleware import PreconditionFailed
 from control_plane.api.openapi.spec import INTEGRATION_BODY, ok, operation, ref, response
 from control_plane.api.problems import problem_response
@@ -21,7 +23,6 @@ from control_plane.api.query import bool_param, int_param
 from control_plane.keys import PROBES, REGISTRY
 from control_plane.model import Integration, to_document
 from control_plane.observability.logging import REQUEST_ID
-from control_plane.store.protocol import NotFoundError
 
 __all__ = ["endpoint_of", "etag_of", "integration_body", "routes"]
 
@@ -53,14 +54,6 @@ def integration_body(item: Integration, document: dict[str, Any] | None = None) 
     return {**(document or to_document(item)), "endpoint": endpoint_of(item)}
 
 
-def _found(request: web.Request) -> Integration:
-    ident = request.match_info["integration_id"]
-    item = request.app[REGISTRY].view.get(ident)
-    if item is None:
-        raise NotFoundError(f"no integration {ident!r}")
-    return item
-
-
 def _check_if_match(request: web.Request, item: Integration) -> int:
     """The version the write is based on; 412 when If-Match names another one."""
     header = request.headers.get("If-Match")
@@ -76,12 +69,7 @@ def _check_if_match(request: web.Request, item: Integration) -> int:
 
 
 async def _json_body(request: web.Request) -> Any:
-    if request.content_type not in ("application/json", "application/merge-patch+json", ""):
-        raise web.HTTPUnsupportedMediaType(reason="send the body as application/json")
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(reason=f"the body is not valid JSON: {exc}") from None
+    body = await json_body(request)
     if isinstance(body, dict):
         return {k: v for k, v in body.items() if k not in READ_ONLY}
     return body
@@ -149,6 +137,7 @@ async def list_integrations(request: web.Request) -> web.Response:
         "201": ok("Integration", "Registered", "ETag", "Location"),
         "400": response("BadRequest"),
         "409": response("Conflict"),
+        "413": response("ContentTooLarge"),
         "415": response("UnsupportedMediaType"),
         "422": response("ValidationFailed"),
         "503": response("StoreUnavailable"),
@@ -184,7 +173,7 @@ async def create_integration(request: web.Request) -> web.Response:
     params=["IntegrationId", "IfNoneMatch"],
 )
 async def get_integration(request: web.Request) -> web.StreamResponse:
-    item = _found(request)
+    item = integration_of(request)
     document = to_document(item)  # built once: the ETag of a declared one digests it
     tag = etag_of(item, document)
     if tag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
@@ -205,6 +194,7 @@ async def get_integration(request: web.Request) -> web.StreamResponse:
         "404": response("NotFound"),
         "409": response("Conflict"),
         "412": response("PreconditionFailed"),
+        "413": response("ContentTooLarge"),
         "415": response("UnsupportedMediaType"),
         "422": response("ValidationFailed"),
         "503": response("StoreUnavailable"),
@@ -213,7 +203,7 @@ async def get_integration(request: web.Request) -> web.StreamResponse:
     body=INTEGRATION_BODY,
 )
 async def update_integration(request: web.Request) -> web.Response:
-    item = _found(request)
+    item = integration_of(request)
     version = _check_if_match(request, item)
     document = await _json_body(request)
     if not isinstance(document, dict):
@@ -245,7 +235,7 @@ async def update_integration(request: web.Request) -> web.Response:
     params=["IntegrationId", "IfMatch"],
 )
 async def delete_integration(request: web.Request) -> web.Response:
-    item = _found(request)
+    item = integration_of(request)
     version = _check_if_match(request, item)
     await request.app[REGISTRY].delete(item.id, version, correlation_id=REQUEST_ID.get())
     return web.Response(status=204)

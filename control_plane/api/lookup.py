@@ -11,13 +11,22 @@ from control_plane.model import Integration
 from control_plane.sidecar.admin import EnvoyAdminError
 from control_plane.store.protocol import NotFoundError
 
-__all__ = ["envoy_down", "envoy_stats", "integration_of"]
+__all__ = ["MAX_ID", "envoy_down", "envoy_stats", "integration_of"]
+
+
+# Ids are DNS labels (the registry schema); a longer one cannot exist.
+MAX_ID = 63
 
 
 def integration_of(request: web.Request) -> Integration:
     ident = request.match_info["integration_id"]
     item = request.app[REGISTRY].view.get(ident)
     if item is None:
+        if len(ident) > MAX_ID:  # do not echo kilobytes back
+            raise NotFoundError(
+                f"no integration {ident[:MAX_ID]!r}... ({len(ident)} characters): ids are DNS "
+                f"labels of at most {MAX_ID} characters"
+            )
         raise NotFoundError(f"no integration {ident!r}")
     return item
 

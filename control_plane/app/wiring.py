@@ -128,7 +128,11 @@ def create_app(
     environ: Mapping[str, str] | None = None,
 ) -> web.Application:
     app = web.Application(
-        middlewares=[metrics_middleware, correlation_middleware, errors_middleware]
+        middlewares=[metrics_middleware, correlation_middleware, errors_middleware],
+        # aiohttp's HTTP parser answers a request line or header past these limits itself,
+        # in plain text, before any middleware runs; 8 KiB (its default) cut an over-long
+        # id off that way. Past 32 KiB it still does (docs/api.md, "Limits").
+        handler_args={"max_line_size": 32768, "max_field_size": 32768},
     )
     app[SETTINGS] = settings
     app[STORE] = store or create_store(settings.postgresql_url, settings.data_dir)

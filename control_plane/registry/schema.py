@@ -21,8 +21,8 @@ __all__ = [
     "rate_limits_schema",
 ]
 
-DURATION_PATTERN = r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)$"
-_CREDENTIAL_REF = r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:/\S+)$"
+DURATION_PATTERN = r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)(?!\n)$"
+_CREDENTIAL_REF = r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:/\S+)(?!\n)$"
 _DURATION: dict[str, Any] = {
     "description": "a duration such as 250ms, 10s, 2m, or a number of seconds",
     "oneOf": [
@@ -109,7 +109,7 @@ _POLICIES: dict[str, Any] = {
                 "requests": {"type": "integer", "minimum": 1},
                 "per": _DURATION,
                 "burst": {"type": "integer", "minimum": 1},
-                "tenant_header": {"type": "string", "pattern": "^[a-z0-9-]+$"},
+                "tenant_header": {"type": "string", "pattern": "^[a-z0-9-]+(?!\n)$"},
                 "per_tenant": {"type": "object", "additionalProperties": _BUCKET},
             },
             "anyOf": [{"required": ["rule"]}, {"required": ["requests"]}],
@@ -158,23 +158,23 @@ def _integration_core() -> dict[str, Any]:
         "properties": {
             "id": {
                 "type": "string",
-                "pattern": r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+                "pattern": r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(?!\n)$",
                 "description": "DNS label: lowercase letters, digits and '-', at most 63",
             },
             "kind": {"enum": list(KINDS)},
-            "tenant": {"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,64}$"},
+            "tenant": {"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,64}(?!\n)$"},
             "description": {"type": "string", "maxLength": 500},
             "enabled": {"type": "boolean"},
             "labels": {
                 "type": "object",
-                "propertyNames": {"pattern": r"^[A-Za-z0-9._/-]{1,63}$"},
+                "propertyNames": {"pattern": r"^[A-Za-z0-9._/-]{1,63}(?!\n)$"},
                 "additionalProperties": {"type": "string", "maxLength": 63},
             },
             "upstream": _UPSTREAM,
             "listen_port": _PORT,
             "credentials": {
                 "type": "object",
-                "propertyNames": {"pattern": r"^[a-z][a-z0-9_]*$"},
+                "propertyNames": {"pattern": r"^[a-z][a-z0-9_]*(?!\n)$"},
                 "additionalProperties": _REF,
             },
             "policies": _POLICIES,
@@ -239,7 +239,7 @@ def rate_limits_schema() -> Mapping[str, Any]:
         "properties": {
             "rules": {
                 "type": "object",
-                "propertyNames": {"pattern": r"^[a-z0-9][a-z0-9_-]*$"},
+                "propertyNames": {"pattern": r"^[a-z0-9][a-z0-9_-]*(?!\n)$"},
                 "additionalProperties": {
                     **_BUCKET,
                     "properties": {

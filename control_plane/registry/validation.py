@@ -117,12 +117,18 @@ def _message(error: ValidationError, path: Path) -> tuple[str, str, bool]:
     if v in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         lo = schema.get("minimum", schema.get("exclusiveMinimum"))
         hi = schema.get("maximum", schema.get("exclusiveMaximum"))
+        # An exclusive bound is not itself allowed: say "above"/"below", never offer it.
+        low = f"above {lo}" if "minimum" not in schema else f"at least {lo}"
+        high = f"below {hi}" if "maximum" not in schema else f"at most {hi}"
         if lo is not None and hi is not None:
-            fix = f"use a value from {lo} to {hi}"
+            if "minimum" in schema and "maximum" in schema:
+                fix = f"use a value from {lo} to {hi}"
+            else:
+                fix = f"use a value {low} and {high}"
         elif lo is not None:
-            fix = f"use a value of at least {lo}"
+            fix = f"use a value {low}"
         else:
-            fix = f"use a value of at most {hi}"
+            fix = f"use a value {high}"
         what = "port" if "port" in str(last) else "value"
         return (f"{what} {_show(instance, path)} is out of range", fix, False)
     if v == "required":
@@ -137,6 +143,12 @@ def _message(error: ValidationError, path: Path) -> tuple[str, str, bool]:
         return ("this kind takes no credentials", "remove the credentials block", False)
     if v in ("anyOf", "oneOf"):
         desc = schema.get("description") or "it does not match any accepted form"
+        if last == "rate_limit" and isinstance(instance, dict):
+            return (
+                "a rate limit needs either 'rule' or 'requests'",
+                "add 'rule: <name from rate_limits.yaml>' or 'requests: N' (with 'per')",
+                False,
+            )
         if last == "upstream" or (isinstance(instance, dict) and "anyOf" in schema):
             if isinstance(instance, dict) and not ({"url", "host"} & set(instance)):
                 return ("missing 'url' or 'host'", "add 'url: https://host' or 'host: name'", False)

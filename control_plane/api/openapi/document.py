@@ -29,6 +29,7 @@ _RESPONSES: Json = {
     ),
     "PreconditionFailed": problem("If-Match names a version that is no longer current"),
     "UnsupportedMediaType": problem("The body is not application/json"),
+    "ContentTooLarge": problem("The body is larger than 1 MiB"),
     "ValidationFailed": problem(
         "The document is invalid; errors lists every problem with its JSON pointer"
     ),
