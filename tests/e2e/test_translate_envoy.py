@@ -26,7 +26,7 @@ from control_plane.registry.loader import parse_integrations_text
 from control_plane.sidecar.binary import find_envoy_binary
 from control_plane.xds.translate import TranslateOptions, render_static_bootstrap, translate
 from tests.support.ports import free_port
-from tests.unit.test_translate.cases import CASES, Case
+from tests.unit.test_xds.test_translate.cases import CASES, Case
 
 pytestmark = pytest.mark.envoy
 

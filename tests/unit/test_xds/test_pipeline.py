@@ -17,7 +17,7 @@ from control_plane.xds.pipeline import ConfigPipeline
 from control_plane.xds.resources import ADS_ORDER, CLUSTER, LISTENER
 from control_plane.xds.snapshot import Snapshot
 from control_plane.xds.translate import translate
-from tests.unit.test_translate.cases import CASES, EXAMPLE_SECRETS
+from tests.unit.test_xds.test_translate.cases import CASES, EXAMPLE_SECRETS
 
 
 def _pool() -> dict[str, Integration]:
