@@ -1,169 +1,57 @@
-"""Run Envoy as a supervised child process, and adopt it again after a control-plane crash.
+"""Run Envoy as a supervised child process: start it, restart it when it dies, stop it.
 
 :class:`EnvoySupervisor` writes the rendered bootstrap into a data directory, starts Envoy,
 learns the admin address Envoy actually bound (admin port 0 is allowed), restarts Envoy with
 exponential backoff whenever it dies, and stops it gracefully: drain listeners through the
-admin API, then SIGTERM, then SIGKILL.
+admin API, then SIGTERM, then SIGKILL. An Envoy that a crashed control plane left running is
+adopted rather than started twice; :mod:`.adoption` holds how and why.
 
 Files in the data directory:
 
 - ``bootstrap.yaml``  -- the config Envoy runs with;
 - ``envoy.log``       -- Envoy's stdout and stderr, appended across restarts;
 - ``admin-address``   -- written by Envoy (``--admin-address-path``), e.g. ``127.0.0.1:41477``;
-- ``envoy.pid``       -- written by the supervisor at each spawn, three lines: the pid, the
-  process start time (``/proc/<pid>/stat`` field 22, clock ticks since boot, so that a
-  recycled pid is not mistaken for our Envoy) and the SHA-256 of the bootstrap text;
-- ``envoy.lock``      -- ``flock``-ed by the running supervisor: two supervisors on one data
-  directory would fight over one Envoy, so the second :meth:`~EnvoySupervisor.start` fails.
-  The kernel releases the lock when the supervisor's process dies, even by SIGKILL.
+- ``envoy.pid``       -- written by the supervisor at each spawn: pid, start time and
+  bootstrap hash, what the next run needs to adopt this Envoy (see :mod:`.adoption`);
+- ``envoy.lock``      -- ``flock``-ed by the running supervisor, so that a second
+  :meth:`~EnvoySupervisor.start` on the same data directory fails (see :mod:`.lock`).
 
-Envoy runs in its own session (process group), so a Ctrl-C aimed at the control plane does
-not kill Envoy behind the supervisor's back; the supervisor's :meth:`~EnvoySupervisor.stop`
-decides how Envoy ends. Envoy also runs with hot restart disabled: with hot restart on, Envoy
-calls ``prctl(PR_SET_PDEATHSIG, SIGTERM)`` at startup (``HotRestartImpl``; measured with
-Envoy 1.40) and so dies with its parent, the control plane. The supervisor never hot-restarts
-(a restart is a fresh process), so it only loses that, plus the shared memory segment and
-abstract sockets hot restart would create.
-
-When the control plane dies without :meth:`~EnvoySupervisor.stop` (SIGKILL, OOM kill, crash)
-Envoy keeps serving its last good config, and the next :meth:`~EnvoySupervisor.start` on the
-same data directory **adopts** it instead of starting a second Envoy (which could not bind the
-same admin and listener ports anyway):
-
-- the pid file must name a live process (not a zombie) with the recorded start time whose
-  command line carries our ``--config-path`` and ``--admin-address-path``; anything else is
-  a stale pid file and is ignored (a stranger's process is never signalled);
-- if that Envoy runs a different bootstrap (hash in the pid file) or a different command
-  line (another binary, concurrency, log level...), or its admin API does not answer within
-  ``startup_timeout``, it is replaced: SIGTERM, SIGKILL after ``terminate_timeout``, then a
-  fresh spawn;
-- otherwise it is adopted (:attr:`~EnvoySupervisor.adopted` is True): not our child, so the
-  supervisor polls its liveness every 0.5 s, respawns it when it dies (``restarts`` and
-  ``on_restart`` as for a child), and :meth:`~EnvoySupervisor.stop` stops it like a child.
-
-The bootstrap embeds the xDS server's address and port, so adoption only happens when the
-control plane listens on a **fixed xDS port** (``INTEGRATION_SERVICE_XDS_PORT``, 18000 by
-default): with port 0 every run renders a different bootstrap and the old Envoy is replaced.
-A fixed admin port is not needed: the admin address is read from ``admin-address``.
-Adoption needs Linux ``/proc``; elsewhere the supervisor always spawns.
+How one Envoy process is started and ended, and why it runs in its own session with hot
+restart disabled, is in :mod:`.process`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import hashlib
 import inspect
-import itertools
 import logging
-import os
-import signal
-import sys
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import Self
 
+from control_plane.sidecar import adoption
 from control_plane.sidecar.admin import EnvoyAdmin, EnvoyAdminError
+from control_plane.sidecar.adoption import PidRecord
 from control_plane.sidecar.binary import find_envoy_binary
+from control_plane.sidecar.lock import DataDirLock
+from control_plane.sidecar.process import (
+    LOG_LEVELS,
+    EnvoyStartError,
+    await_admin,
+    envoy_command,
+    kill,
+    spawn,
+    terminate,
+)
 
-__all__ = ["EnvoyStartError", "EnvoySupervisor", "RestartHook"]
+__all__ = ["EnvoySupervisor", "RestartHook"]
 
 logger = logging.getLogger(__name__)
 
 #: Called after Envoy came back up following an unexpected exit; may be sync or async.
 RestartHook = Callable[["EnvoySupervisor"], Awaitable[None] | None]
-
-LOG_LEVELS = frozenset({"trace", "debug", "info", "warning", "warn", "error", "critical", "off"})
-
-_POLL_S = 0.05
-#: Liveness poll of an adopted Envoy: not our child, so there is no exit status to wait on.
-_ADOPTED_POLL_S = 0.5
-#: How long to wait for an adopted Envoy to vanish after SIGKILL.
-_KILL_WAIT_S = 5.0
-
-
-class EnvoyStartError(RuntimeError):
-    """Envoy exited or did not open its admin API while starting."""
-
-
-def _parse_admin_address(text: str) -> str | None:
-    """``127.0.0.1:41477`` -> ``http://127.0.0.1:41477``; None while the file is incomplete."""
-    address = text.strip()
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        return None
-    return f"http://{address}"
-
-
-def _bootstrap_hash(bootstrap: str) -> str:
-    return hashlib.sha256(bootstrap.encode("utf-8")).hexdigest()
-
-
-# -- /proc (Linux) -------------------------------------------------------------------------
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """``(state, start_time)`` of *pid* from ``/proc/<pid>/stat`` (fields 3 and 22)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
-        # Field 2 is "(comm)" and comm may contain spaces and parentheses: split after it.
-        fields = text[text.rindex(")") + 2 :].split()
-        return fields[0], int(fields[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _process_start_time(pid: int) -> int | None:
-    stat = _proc_stat(pid)
-    return None if stat is None else stat[1]
-
-
-def _is_alive(pid: int, start_time: int) -> bool:
-    """True while *pid* is the very process that started at *start_time*, and not a zombie.
-
-    ``os.kill(pid, 0)`` alone is not enough: a dead Envoy whose new parent (init) does not
-    reap it stays a zombie and still accepts signal 0, and a pid may be reused.
-    """
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False  # gone, or another user's process: not our Envoy either way
-    stat = _proc_stat(pid)
-    return stat is not None and stat[0] not in {"Z", "X", "x"} and stat[1] == start_time
-
-
-def _cmdline(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return [arg.decode("utf-8", "surrogateescape") for arg in raw.split(b"\0")[:-1]]
-
-
-def _has_option(argv: Sequence[str], option: str, value: str) -> bool:
-    return any(a == option and b == value for a, b in itertools.pairwise(argv))
-
-
-@dataclass(frozen=True, slots=True)
-class _PidRecord:
-    """One line each in ``envoy.pid``: pid, start time, bootstrap SHA-256."""
-
-    pid: int
-    start_time: int
-    bootstrap_sha256: str
-
-    def dumps(self) -> str:
-        return f"{self.pid}\n{self.start_time}\n{self.bootstrap_sha256}\n"
-
-    @classmethod
-    def loads(cls, text: str) -> _PidRecord | None:
-        lines = text.split()
-        if len(lines) != 3 or not lines[0].isdigit() or not lines[1].isdigit():
-            return None
-        return cls(int(lines[0]), int(lines[1]), lines[2])
 
 
 class EnvoySupervisor:
@@ -219,12 +107,12 @@ class EnvoySupervisor:
         #: Times Envoy was respawned after an unexpected exit (attempts, as Kubernetes counts).
         self.restarts = 0
         self._process: asyncio.subprocess.Process | None = None
-        self._adopted: _PidRecord | None = None
+        self._adopted: PidRecord | None = None
         self._admin_url: str | None = None
         self._started_at = 0.0
         self._watch_task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._lock: IO[bytes] | None = None
+        self._lock = DataDirLock(self.lock_path)
 
     # -- files ------------------------------------------------------------------------
 
@@ -254,7 +142,7 @@ class EnvoySupervisor:
     def running(self) -> bool:
         """True while an Envoy process is alive (it may still be initialising)."""
         if self._adopted is not None:
-            return _is_alive(self._adopted.pid, self._adopted.start_time)
+            return self._adopted.alive()
         return self._process is not None and self._process.returncode is None
 
     @property
@@ -286,35 +174,17 @@ class EnvoySupervisor:
         return EnvoyAdmin(self.admin_url, timeout=timeout)
 
     def command(self, envoy_bin: Path) -> list[str]:
-        """The Envoy command line (https://www.envoyproxy.io/docs/envoy/latest/operations/cli)."""
-        return [
-            str(envoy_bin),
-            "--config-path",
-            str(self.bootstrap_path),
-            # Envoy binds the admin port from the bootstrap (0 = any free port) and writes
-            # the bound address here; that is how we find it.
-            "--admin-address-path",
-            str(self.admin_address_path),
-            # Hot restart would make Envoy die with the control plane (PR_SET_PDEATHSIG), and
-            # leave a /dev/shm segment and abstract sockets keyed by a host-wide base id.
-            "--disable-hot-restart",
-            "--concurrency",
-            str(self.concurrency),
-            "--log-level",
-            self.log_level,
-            # Drain period of drain_listeners?graceful, LDS updates and hot restart.
-            "--drain-time-s",
-            str(self.drain_time_s),
-            # Immediate, as in the Kubernetes manifest: with the default gradual strategy the
-            # share of responses carrying "Connection: close" ramps up over the drain time
-            # and stayed zero during the first second (measured with Envoy 1.40), so the
-            # stop_drain_s window before SIGTERM told no client to reconnect.
-            "--drain-strategy",
-            "immediate",
-            "--parent-shutdown-time-s",
-            str(self.parent_shutdown_time_s),
-            *self.extra_args,
-        ]
+        """The Envoy command line this supervisor starts (see :func:`.process.envoy_command`)."""
+        return envoy_command(
+            envoy_bin,
+            config_path=self.bootstrap_path,
+            admin_address_path=self.admin_address_path,
+            concurrency=self.concurrency,
+            log_level=self.log_level,
+            drain_time_s=self.drain_time_s,
+            parent_shutdown_time_s=self.parent_shutdown_time_s,
+            extra_args=self.extra_args,
+        )
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -337,13 +207,13 @@ class EnvoySupervisor:
         self._stopping = False
         if self.envoy_bin is None:
             self.envoy_bin = find_envoy_binary()
-        await asyncio.to_thread(self._acquire_lock)
+        await asyncio.to_thread(self._lock.acquire)
         try:
             await asyncio.to_thread(self._write_bootstrap)
             if not await self._adopt_previous():
                 await self._spawn()
         except BaseException:
-            self._release_lock()
+            self._lock.release()
             raise
         self._watch_task = asyncio.create_task(self._watch(), name="envoy-supervisor")
         self._watch_task.add_done_callback(self._watch_done)
@@ -380,130 +250,50 @@ class EnvoySupervisor:
             if process is not None and process.returncode is None:
                 try:
                     await self._drain()
-                    await self._terminate(process)
+                    await terminate(process, self.terminate_timeout)
                 finally:
                     # Whatever happened above (even cancellation), leave no process behind.
-                    await self._kill(process)
-            elif record is not None and _is_alive(record.pid, record.start_time):
+                    await kill(process)
+            elif record is not None and record.alive():
                 try:
                     await self._drain()
                 finally:
-                    await self._terminate_adopted(record)
+                    await adoption.terminate(record, self.terminate_timeout)
             self._admin_url = None
             self._adopted = None
             await asyncio.to_thread(self._forget_process)
         finally:
-            self._release_lock()
+            self._lock.release()
 
     # -- internals --------------------------------------------------------------------
-
-    def _acquire_lock(self) -> None:
-        if self._lock is not None:
-            return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        lock = self.lock_path.open("ab")
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            raise RuntimeError(f"another Envoy supervisor is running on {self.data_dir}") from None
-        except BaseException:
-            lock.close()
-            raise
-        self._lock = lock
-
-    def _release_lock(self) -> None:
-        lock, self._lock = self._lock, None
-        if lock is not None:
-            lock.close()  # closing the only descriptor releases the flock
 
     def _write_bootstrap(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.bootstrap_path.write_text(self.bootstrap, encoding="utf-8")
 
-    def _write_pid_file(self, pid: int) -> None:
-        """Record the Envoy just spawned; skipped when it already exited (nothing to adopt)."""
-        start_time = _process_start_time(pid)
-        if start_time is None:
-            return
-        record = _PidRecord(pid, start_time, _bootstrap_hash(self.bootstrap))
-        tmp = self.pid_path.with_name(self.pid_path.name + ".tmp")
-        tmp.write_text(record.dumps(), encoding="utf-8")
-        tmp.replace(self.pid_path)  # atomic: a crash never leaves half a pid file
-
     def _forget_process(self) -> None:
         """After Envoy has exited: its pid file must not name a pid the kernel may reuse."""
         self.pid_path.unlink(missing_ok=True)
 
-    def _open_log(self) -> IO[bytes]:
-        return self.log_path.open("ab")
-
-    def _read_text(self, path: Path) -> str | None:
-        try:
-            return path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-
-    def _log_tail(self, lines: int = 20) -> str:
-        text = self._read_text(self.log_path) or ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def _inspect_previous(self) -> tuple[_PidRecord, str | None] | None:
-        """The live Envoy a previous run left on this data dir, with why not to adopt it.
-
-        None when there is none: no or unreadable pid file, dead process, or a process that
-        is not our Envoy (pid and start time coincide after a reboot, say) -- never touched.
-        """
-        text = self._read_text(self.pid_path)
-        record = None if text is None else _PidRecord.loads(text)
-        if record is None or not _is_alive(record.pid, record.start_time):
-            self.pid_path.unlink(missing_ok=True)
-            return None
-        argv = _cmdline(record.pid)
-        if (
-            argv is None
-            or not _has_option(argv, "--config-path", str(self.bootstrap_path))
-            or not _has_option(argv, "--admin-address-path", str(self.admin_address_path))
-        ):
-            self.pid_path.unlink(missing_ok=True)
-            return None
-        assert self.envoy_bin is not None
-        if record.bootstrap_sha256 != _bootstrap_hash(self.bootstrap):
-            return record, "bootstrap changed"
-        if argv != self.command(self.envoy_bin):
-            return record, "command line changed"
-        return record, None
-
     async def _adopt_previous(self) -> bool:
         """Adopt the Envoy of a previous run (True), or replace it / find none (False)."""
-        if not sys.platform.startswith("linux"):
-            return False
-        found = await asyncio.to_thread(self._inspect_previous)
+        assert self.envoy_bin is not None
+        found = await adoption.adopt_previous(
+            self.pid_path,
+            bootstrap=self.bootstrap,
+            command=self.command(self.envoy_bin),
+            config_path=self.bootstrap_path,
+            admin_address_path=self.admin_address_path,
+            log_path=self.log_path,
+            startup_timeout=self.startup_timeout,
+            terminate_timeout=self.terminate_timeout,
+        )
         if found is None:
             return False
-        record, reason = found
-        if reason is None:
-
-            def exited() -> str | None:
-                return None if _is_alive(record.pid, record.start_time) else "exited"
-
-            try:
-                url = await self._await_admin(exited)
-            except EnvoyStartError as exc:
-                reason = f"admin API not answering: {exc}"
-            else:
-                self._adopted, self._process, self._admin_url = record, None, url
-                self._started_at = asyncio.get_running_loop().time()
-                logger.info(
-                    "envoy adopted from a previous run", extra={"pid": record.pid, "admin": url}
-                )
-                return True
-        logger.warning(
-            "replacing the envoy of a previous run", extra={"pid": record.pid, "reason": reason}
-        )
-        await self._terminate_adopted(record)
-        await asyncio.to_thread(self._forget_process)
-        return False
+        self._adopted, self._process = found[0], None
+        self._admin_url = found[1]
+        self._started_at = asyncio.get_running_loop().time()
+        return True
 
     async def _spawn(self) -> None:
         """Start one Envoy process and wait for its admin API; kill it on any failure."""
@@ -511,17 +301,7 @@ class EnvoySupervisor:
         self._admin_url = None
         self._adopted = None
         self.admin_address_path.unlink(missing_ok=True)
-        log = await asyncio.to_thread(self._open_log)
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *self.command(self.envoy_bin),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            log.close()  # the child holds its own copy of the descriptor
+        process = await spawn(self.command(self.envoy_bin), self.log_path)
         self._process = process
         self._started_at = asyncio.get_running_loop().time()
         logger.info("envoy started", extra={"pid": process.pid, "log": str(self.log_path)})
@@ -531,45 +311,15 @@ class EnvoySupervisor:
 
         try:
             # First thing: should the control plane die now, the next run finds this Envoy.
-            await asyncio.to_thread(self._write_pid_file, process.pid)
-            self._admin_url = await self._await_admin(exited)
+            await asyncio.to_thread(
+                adoption.write_pid_file, self.pid_path, process.pid, self.bootstrap
+            )
+            self._admin_url = await await_admin(
+                self.admin_address_path, self.log_path, exited, within_s=self.startup_timeout
+            )
         except BaseException:
-            await self._kill(process)
+            await kill(process)
             raise
-
-    async def _await_admin(self, exited: Callable[[], str | None]) -> str:
-        """The admin URL once it answers; *exited* says why Envoy is gone (None: alive)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.startup_timeout
-        url: str | None = None
-        while loop.time() < deadline:
-            why = exited()
-            if why is not None:
-                raise EnvoyStartError(f"Envoy {why} while starting:\n{self._log_tail()}")
-            if url is None:
-                text = await asyncio.to_thread(self._read_text, self.admin_address_path)
-                url = None if text is None else _parse_admin_address(text)
-            if url is not None:
-                async with EnvoyAdmin(url, timeout=1.0) as admin:
-                    with contextlib.suppress(EnvoyAdminError):
-                        await admin.server_info()
-                        return url
-            await asyncio.sleep(_POLL_S)
-        raise EnvoyStartError(
-            f"Envoy admin API not up after {self.startup_timeout}s:\n{self._log_tail()}"
-        )
-
-    async def _wait_gone(
-        self, record: _PidRecord, *, interval: float, within_s: float | None = None
-    ) -> bool:
-        """Poll until the adopted process is gone (True) or *within_s* passed (False)."""
-        loop = asyncio.get_running_loop()
-        deadline = None if within_s is None else loop.time() + within_s
-        while _is_alive(record.pid, record.start_time):
-            if deadline is not None and loop.time() >= deadline:
-                return False
-            await asyncio.sleep(interval)
-        return True
 
     async def _watch(self) -> None:
         """Restart Envoy whenever it exits while the supervisor is not stopping."""
@@ -578,7 +328,7 @@ class EnvoySupervisor:
             returncode: int | None
             if self._adopted is not None:
                 pid = self._adopted.pid
-                await self._wait_gone(self._adopted, interval=_ADOPTED_POLL_S)
+                await adoption.wait_gone(self._adopted, interval=adoption.ADOPTED_POLL_S)
                 returncode = None  # not our child: its exit status went to its new parent
             else:
                 process = self._process
@@ -637,39 +387,3 @@ class EnvoySupervisor:
                 logger.warning("envoy drain_listeners failed; terminating without drain")
                 return
         await asyncio.sleep(self.stop_drain_s)
-
-    async def _terminate(self, process: asyncio.subprocess.Process) -> None:
-        if process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), self.terminate_timeout)
-        except TimeoutError:
-            logger.warning("envoy ignored SIGTERM; sending SIGKILL", extra={"pid": process.pid})
-
-    async def _kill(self, process: asyncio.subprocess.Process) -> None:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            # Shielded: reaping must finish even when the caller is being cancelled.
-            await asyncio.shield(process.wait())
-
-    def _signal_adopted(self, record: _PidRecord, signum: signal.Signals) -> None:
-        # Identity re-checked right before each signal: never signal a recycled pid.
-        if _is_alive(record.pid, record.start_time):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(record.pid, signum)
-
-    async def _terminate_adopted(self, record: _PidRecord) -> None:
-        """SIGTERM the adopted Envoy, SIGKILL after ``terminate_timeout``, wait until gone."""
-        try:
-            self._signal_adopted(record, signal.SIGTERM)
-            if await self._wait_gone(record, interval=_POLL_S, within_s=self.terminate_timeout):
-                return
-            logger.warning("envoy ignored SIGTERM; sending SIGKILL", extra={"pid": record.pid})
-        finally:
-            # Also on cancellation: leave no process behind.
-            self._signal_adopted(record, signal.SIGKILL)
-        if not await self._wait_gone(record, interval=_POLL_S, within_s=_KILL_WAIT_S):
-            logger.error("envoy survived SIGKILL", extra={"pid": record.pid})

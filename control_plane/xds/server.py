@@ -8,7 +8,9 @@ Each stream runs one loop over a queue fed by two tasks: one reads client reques
 waits for snapshot changes. Everything queued at a wake-up is applied first and the
 responses are then emitted in ADS order (CDS, EDS, LDS, RDS, SDS), so a snapshot change
 reaches Envoy in the sequence the xDS protocol asks for. The per-stream protocol state
-(``_SotwState``, ``_DeltaState``) is plain synchronous code.
+(:class:`~control_plane.xds.stream_state.SotwState`,
+:class:`~control_plane.xds.stream_state.DeltaState`) is plain synchronous code in
+:mod:`control_plane.xds.stream_state`.
 https://www.envoyproxy.io/docs/envoy/latest/api-docs/xds_protocol
 """
 
@@ -16,20 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import secrets
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
 import grpc
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from google.protobuf import any_pb2  # type: ignore[import-untyped]
+from envoy.service.discovery.v3 import ads_pb2_grpc
 
-from control_plane.xds.cache import SnapshotSource, StreamType, XdsStatus
-from control_plane.xds.resources import ADS_ORDER, CLUSTER, ENDPOINT, WILDCARD_TYPES, eds_names
+from control_plane.xds.cache import SnapshotSource, StreamType
+from control_plane.xds.resources import ADS_ORDER
 from control_plane.xds.snapshot import Snapshot
+from control_plane.xds.stream_state import DeltaState, SotwState, StreamState
 
 __all__ = ["AdsServicer", "serve"]
 
@@ -47,260 +46,6 @@ _SERVER_OPTIONS = [
 
 class _End:
     """Queued by the reader when the client half-closes or the stream fails."""
-
-
-def _pack(type_url: str, resource: Any) -> Any:
-    return any_pb2.Any(type_url=type_url, value=resource.SerializeToString(deterministic=True))
-
-
-def _nack_text(request: Any) -> tuple[bool, str, int]:
-    # A request that answers a nonce and carries error_detail is a NACK; Envoy puts the
-    # rejection reason in error_detail.message and the last *accepted* version in
-    # version_info, so the rejected version comes from our own nonce bookkeeping.
-    if not request.HasField("error_detail"):
-        return False, "", 0
-    return True, str(request.error_detail.message), int(request.error_detail.code)
-
-
-def _nonces() -> Iterator[str]:
-    # A nonce names one response so an ACK/NACK can be matched to it. The random stream
-    # prefix keeps a reconnecting node's new nonces from matching its old stream's records.
-    prefix = secrets.token_hex(4)
-    return (f"{prefix}-{n}" for n in itertools.count(1))
-
-
-class _StreamState(Protocol):
-    def on_request(self, request: Any) -> set[str]: ...
-    def responses(self, snapshot: Snapshot, dirty: set[str]) -> list[Any]: ...
-    def subscribed(self) -> set[str]: ...
-
-
-@dataclass(slots=True)
-class _SotwType:
-    names: frozenset[str] | None  # None: wildcard (every resource of the type)
-    nonce: str | None = None
-    sent_version: str = ""
-    sent_key: tuple[str, frozenset[str] | None] | None = None
-    nacked_key: tuple[str, frozenset[str] | None] | None = None
-
-
-_T = TypeVar("_T")
-
-
-class _StreamBase(Generic[_T]):
-    """What both stream kinds keep: the node, its status, per-type state and nonces."""
-
-    def __init__(self, node_id: str, status: XdsStatus) -> None:
-        self.node_id, self.status = node_id, status
-        self.types: dict[str, _T] = {}
-        self._nonces = _nonces()
-
-    def subscribed(self) -> set[str]:
-        return set(self.types)
-
-
-class _SotwState(_StreamBase[_SotwType]):
-    """State of the world: every response carries the full set for the subscription."""
-
-    @staticmethod
-    def _names(type_url: str, resource_names: Any) -> frozenset[str] | None:
-        # CDS/LDS are wildcard when they name nothing; "*" asks for everything explicitly.
-        names = frozenset(resource_names)
-        if "*" in names or (not names and type_url in WILDCARD_TYPES):
-            return None
-        return names
-
-    def on_request(self, request: Any) -> set[str]:
-        type_url = request.type_url
-        names = self._names(type_url, request.resource_names)
-        state = self.types.get(type_url)
-        if state is None or not request.response_nonce:
-            # First request for the type on this stream (also after a reconnect, when
-            # version_info holds what Envoy already runs): always answer it, Envoy's init
-            # manager waits for a first response.
-            self.types[type_url] = _SotwType(names)
-            return {type_url}
-        if state.nonce is None or request.response_nonce != state.nonce:
-            # A stale nonce answers a response that has been superseded; the protocol says
-            # to ignore it (its ACK/NACK and names are outdated).
-            return set()
-        nack, message, code = _nack_text(request)
-        if nack:
-            self.status.record_nack(
-                self.node_id, type_url, state.sent_version, state.nonce, message, code
-            )
-            # Remember what was refused: the same content is not sent again on this stream,
-            # only a different version (or a different subscription) is. No push loop.
-            state.nacked_key = state.sent_key
-        else:
-            self.status.record_ack(self.node_id, type_url, request.version_info)
-        state.names = names
-        return {type_url}
-
-    def responses(self, snapshot: Snapshot, dirty: set[str]) -> list[Any]:
-        out = []
-        for type_url in ADS_ORDER:
-            state = self.types.get(type_url)
-            if state is None or type_url not in dirty:
-                continue
-            version = snapshot.version_for(type_url, state.names)
-            key = (version, state.names)
-            if key in (state.sent_key, state.nacked_key):
-                continue
-            available = snapshot.get(type_url)
-            names = sorted(available if state.names is None else state.names & set(available))
-            nonce = next(self._nonces)
-            out.append(
-                discovery_pb2.DiscoveryResponse(
-                    version_info=version,
-                    type_url=type_url,
-                    nonce=nonce,
-                    resources=[_pack(type_url, available[name]) for name in names],
-                )
-            )
-            state.nonce, state.sent_version, state.sent_key = nonce, version, key
-            self.status.record_sent(self.node_id, type_url, version, nonce)
-            if type_url == CLUSTER and ENDPOINT in self.types:
-                # An updated EDS cluster warms until it receives its ClusterLoadAssignment
-                # again, even an unchanged one (else it waits out initial_fetch_timeout):
-                # follow every CDS push with EDS. go-control-plane#245, envoy#31535.
-                self.types[ENDPOINT].sent_key = None
-                dirty.add(ENDPOINT)
-        return out
-
-
-@dataclass(slots=True)
-class _Pending:
-    version: str
-    sent: dict[str, str]
-    before: dict[str, str | None]
-
-
-@dataclass(slots=True)
-class _DeltaType:
-    wildcard: bool = False
-    names: set[str] = field(default_factory=set)
-    client: dict[str, str] = field(default_factory=dict)  # what the client holds
-    nacked: dict[str, str] = field(default_factory=dict)  # refused name -> version
-    pending: dict[str, _Pending] = field(default_factory=dict)  # by nonce
-    answered: bool = False
-
-
-class _DeltaState(_StreamBase[_DeltaType]):
-    """Incremental xDS: send only what changed, and ``removed_resources`` for deletions."""
-
-    def on_request(self, request: Any) -> set[str]:
-        type_url = request.type_url
-        state = self.types.get(type_url)
-        subscribe = set(request.resource_names_subscribe)
-        if state is None:
-            state = self.types[type_url] = _DeltaType()
-            # Legacy wildcard: a first CDS/LDS request naming nothing means "everything".
-            state.wildcard = not subscribe and type_url in WILDCARD_TYPES
-            # After a reconnect Envoy lists what it already has, so only differences go out.
-            state.client.update(request.initial_resource_versions)
-        if "*" in subscribe:
-            state.wildcard = True
-            subscribe.discard("*")
-        state.names |= subscribe
-        for name in request.resource_names_unsubscribe:
-            if name == "*":
-                state.wildcard = False
-            else:
-                state.names.discard(name)
-        if not state.wildcard:  # the client drops whatever it is no longer subscribed to
-            for name in set(state.client) - state.names:
-                del state.client[name]
-                state.nacked.pop(name, None)
-        pending = state.pending.pop(request.response_nonce, None)
-        if pending is not None:
-            nack, message, code = _nack_text(request)
-            if nack:
-                self._nacked(type_url, state, pending, request.response_nonce, message, code)
-            else:
-                self.status.record_ack(self.node_id, type_url, pending.version)
-        return {type_url}
-
-    def _nacked(
-        self,
-        type_url: str,
-        state: _DeltaType,
-        pending: _Pending,
-        nonce: str,
-        message: str,
-        code: int,
-    ) -> None:
-        self.status.record_nack(self.node_id, type_url, pending.version, nonce, message, code)
-        # The client keeps its previous resources; remember the refused versions so they
-        # are not pushed again until the snapshot holds a different version of them.
-        for name, version in pending.sent.items():
-            state.nacked[name] = version
-            if state.client.get(name) == version:
-                before = pending.before[name]
-                if before is None:
-                    del state.client[name]
-                else:
-                    state.client[name] = before
-
-    def responses(self, snapshot: Snapshot, dirty: set[str]) -> list[Any]:
-        out = []
-        for type_url in ADS_ORDER:
-            state = self.types.get(type_url)
-            if state is None or type_url not in dirty:
-                continue
-            available = snapshot.versions.get(type_url, {})
-            wanted = set(available) if state.wildcard else state.names & set(available)
-            updates = {
-                name: available[name]
-                for name in sorted(wanted)
-                if available[name] not in (state.client.get(name), state.nacked.get(name))
-            }
-            removed = sorted(name for name in state.client if name not in available)
-            # A refused resource that left the snapshot: the client never held it, so there
-            # is nothing to remove, but the node still stands on the NACK. Answer anyway so
-            # the client ACKs the current version instead of staying "nacked" for good.
-            withdrawn = [name for name in state.nacked if name not in available]
-            for name in withdrawn:
-                del state.nacked[name]
-            if not updates and not removed and not withdrawn and state.answered:
-                continue
-            # Always answer the first request, even with nothing, so Envoy's init
-            # manager does not sit out initial_fetch_timeout.
-            state.answered = True
-            nonce = next(self._nonces)
-            version = snapshot.version_for(type_url, None if state.wildcard else state.names)
-            state.pending[nonce] = _Pending(
-                version, dict(updates), {name: state.client.get(name) for name in updates}
-            )
-            state.client.update(updates)  # optimistic: reverted if the client NACKs
-            for name in removed:
-                del state.client[name]
-            resources = snapshot.get(type_url)
-            out.append(
-                discovery_pb2.DeltaDiscoveryResponse(
-                    system_version_info=version,
-                    type_url=type_url,
-                    nonce=nonce,
-                    removed_resources=removed,
-                    resources=[
-                        discovery_pb2.Resource(
-                            name=name, version=ver, resource=_pack(type_url, resources[name])
-                        )
-                        for name, ver in updates.items()
-                    ],
-                )
-            )
-            self.status.record_sent(self.node_id, type_url, version, nonce)
-            eds = self.types.get(ENDPOINT)
-            if type_url == CLUSTER and eds is not None:
-                # See _SotwState.responses: re-send the endpoints of every updated EDS
-                # cluster so its warming completes now rather than at initial_fetch_timeout.
-                clusters = snapshot.get(CLUSTER)
-                for name in updates:
-                    for endpoint in eds_names(clusters[name]):
-                        eds.client.pop(endpoint, None)
-                dirty.add(ENDPOINT)
-        return out
 
 
 class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
@@ -333,7 +78,7 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
     ) -> AsyncGenerator[Any, None]:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         tasks = [asyncio.create_task(self._read(request_iterator, queue))]
-        state: _StreamState | None = None
+        state: StreamState | None = None
         node_id = ""
         snapshot: Snapshot | None = None
         try:
@@ -377,11 +122,11 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
             if state is not None:
                 self._source.status.stream_closed(node_id)
 
-    def _open(self, node_id: str, stream_type: StreamType) -> _StreamState:
+    def _open(self, node_id: str, stream_type: StreamType) -> StreamState:
         self._source.status.stream_opened(node_id, stream_type)
         if stream_type == "delta":
-            return _DeltaState(node_id, self._source.status)
-        return _SotwState(node_id, self._source.status)
+            return DeltaState(node_id, self._source.status)
+        return SotwState(node_id, self._source.status)
 
     @staticmethod
     async def _read(request_iterator: AsyncIterator[Any], queue: asyncio.Queue[Any]) -> None:

@@ -22,7 +22,8 @@ import pytest
 
 from control_plane.sidecar.admin import EnvoyAdmin
 from control_plane.sidecar.bootstrap import render_bootstrap
-from control_plane.sidecar.supervisor import EnvoyStartError, EnvoySupervisor
+from control_plane.sidecar.process import EnvoyStartError
+from control_plane.sidecar.supervisor import EnvoySupervisor
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
