@@ -22,6 +22,7 @@ from control_plane.security.context import SecurityContext
 from control_plane.settings import Settings
 from control_plane.sidecar.accesslog import CacheLedger
 from control_plane.sidecar.link import SidecarLink
+from control_plane.store.health import StoreHealth
 from control_plane.store.protocol import RegistryStore
 from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.pipeline import ConfigPipeline
@@ -40,11 +41,13 @@ __all__ = [
     "SETTINGS",
     "SIDECAR",
     "STORE",
+    "STORE_HEALTH",
     "XDS_CACHE",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", RegistryStore)
+STORE_HEALTH = web.AppKey("store_health", StoreHealth)
 REGISTRY = web.AppKey("registry", RegistryService)
 PROBES = web.AppKey("probes", ProbeBook)
 PROBER = web.AppKey("prober", Prober)

@@ -1,4 +1,5 @@
-"""Service health: ``/health``, ``/health/live``, ``/health/ready``."""
+"""Service health: ``/health/live`` (the loop answers), ``/health/ready`` (this pod's data
+path runs the current config) and ``/health`` (that, plus the store and the registry)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from control_plane.api.openapi.spec import ok, operation
-from control_plane.keys import REGISTRY, STORE
+from control_plane.keys import REGISTRY, STORE_HEALTH
 
 __all__ = ["READINESS_CHECKS", "routes"]
 
@@ -35,22 +36,26 @@ async def live(request: web.Request) -> web.Response:
     return web.json_response({"status": "live", "loop_lag_ms": lag_ms})
 
 
-async def _checks(request: web.Request) -> dict[str, dict[str, object]]:
-    checks: dict[str, dict[str, object]] = {}
-    try:
-        await asyncio.wait_for(request.app[STORE].ping(), timeout=2)
-        checks["store"] = {"ok": True}
-    except Exception as exc:  # any failure means "not reachable"
-        checks["store"] = {"ok": False, "detail": str(exc) or type(exc).__name__}
+async def _readiness(request: web.Request) -> dict[str, dict[str, object]]:
+    """This pod's data path: Envoy live and running the current configuration."""
+    return {name: await probe(request.app) for name, probe in request.app[READINESS_CHECKS].items()}
+
+
+async def _service(request: web.Request) -> dict[str, dict[str, object]]:
+    """What the control plane depends on beside the data path: the store, the registry."""
     view = request.app[REGISTRY].view
-    checks["registry"] = {
-        "ok": True,
-        "integrations": len(view.items),
-        "file_error": view.file_error.render() if view.file_error else None,
+    return {
+        "store": await request.app[STORE_HEALTH].check(),
+        "registry": {
+            "ok": True,
+            "integrations": len(view.items),
+            "file_error": view.file_error.render() if view.file_error else None,
+        },
     }
-    for name, probe in request.app.get(READINESS_CHECKS, {}).items():
-        checks[name] = await probe(request.app)
-    return checks
+
+
+def _all_ok(checks: dict[str, dict[str, object]]) -> bool:
+    return all(bool(c.get("ok")) for c in checks.values())
 
 
 @routes.get("/health/ready")
@@ -58,18 +63,22 @@ async def _checks(request: web.Request) -> dict[str, dict[str, object]]:
     "getReadiness",
     "service",
     "Readiness",
-    "Store reachable, Envoy ready, and Envoy ACKed the current version.",
+    "This pod's data path runs the current configuration: Envoy ready, and Envoy ACKed the "
+    "current version. The store is not part of it (see /health).",
     {
         "200": ok("Readiness", "Ready"),
         "503": ok("Readiness", "Not ready; the failing checks say why"),
     },
 )
 async def ready(request: web.Request) -> web.Response:
-    """Ready when the store answers, Envoy is live and has ACKed the current version."""
-    checks = await _checks(request)
-    ok = all(bool(c.get("ok")) for c in checks.values())
+    """Ready when Envoy is live and has ACKed the current version. A store or event-bus
+    outage does not change what Envoy serves, so it is reported by ``/health`` and alerted
+    on (``integration_service_store_up``), never used to pull application pods out."""
+    checks = await _readiness(request)
+    ready_ = _all_ok(checks)
     return web.json_response(
-        {"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503
+        {"status": "ready" if ready_ else "not_ready", "checks": checks},
+        status=200 if ready_ else 503,
     )
 
 
@@ -78,10 +87,10 @@ async def ready(request: web.Request) -> web.Response:
     "getServiceHealth",
     "service",
     "Service health",
-    "Every readiness check, named; `degraded` when any fails (still 200).",
+    "The readiness checks and the store and registry, named; `degraded` when any fails "
+    "(still 200).",
     {"200": ok("ServiceHealth", "Health")},
 )
 async def health(request: web.Request) -> web.Response:
-    checks = await _checks(request)
-    ok = all(bool(c.get("ok")) for c in checks.values())
-    return web.json_response({"status": "ok" if ok else "degraded", "checks": checks})
+    checks = {**await _service(request), **await _readiness(request)}
+    return web.json_response({"status": "ok" if _all_ok(checks) else "degraded", "checks": checks})

@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from control_plane.api.openapi.spec import operation
-from control_plane.keys import METRICS, PIPELINE, PROBES, REGISTRY, XDS_CACHE
+from control_plane.keys import METRICS, PIPELINE, PROBES, REGISTRY, STORE_HEALTH, XDS_CACHE
 from control_plane.observability.metrics import ConfigSample, MetricSources, ServiceMetrics
 
 __all__ = ["install_metrics", "metrics_middleware", "route_template", "routes"]
@@ -92,6 +92,7 @@ def install_metrics(app: web.Application) -> ServiceMetrics:
             integrations=lambda: list(app[REGISTRY].view.items.values()),
             config=config,
             probes=app[PROBES],
+            store_up=lambda: app[STORE_HEALTH].up,
         )
     )
     app[METRICS] = service

@@ -34,6 +34,7 @@ from control_plane.keys import (
     SETTINGS,
     SIDECAR,
     STORE,
+    STORE_HEALTH,
     XDS_CACHE,
 )
 from control_plane.observability.logging import configure_logging
@@ -46,6 +47,7 @@ from control_plane.sidecar.bootstrap import sidecar_bootstrap
 from control_plane.sidecar.link import SidecarLink
 from control_plane.sidecar.supervisor import EnvoySupervisor
 from control_plane.store.factory import create_store
+from control_plane.store.health import StoreHealth
 from control_plane.store.protocol import RegistryStore
 from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.config_state import node_config
@@ -56,6 +58,9 @@ __all__ = ["create_app", "run_service"]
 
 log = logging.getLogger(__name__)
 
+# How often the store is pinged for the integration_service_store_up metric.
+STORE_PING_S = 5.0
+
 
 async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     store = app[STORE]
@@ -64,10 +69,12 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     registry.subscribe(app[PIPELINE].apply)
     await registry.start()
     watcher = asyncio.create_task(registry.watch_file(), name="integrations-file-watch")
+    pinger = asyncio.create_task(app[STORE_HEALTH].watch(STORE_PING_S), name="store-health")
     yield
-    watcher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watcher
+    for task in (watcher, pinger):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await store.close()
 
 
@@ -136,6 +143,7 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[STORE] = store or create_store(settings.postgresql_url, settings.data_dir)
+    app[STORE_HEALTH] = StoreHealth(app[STORE])
     env = os.environ if environ is None else environ
     app[XDS_CACHE] = SnapshotCache()
     app[PIPELINE] = ConfigPipeline(app[XDS_CACHE], data_dir=settings.data_dir, environ=env)

@@ -73,6 +73,8 @@ class MetricSources:
     integrations: Callable[[], Iterable[Integration]]
     config: Callable[[], ConfigSample]
     probes: ProbeBook
+    # The store's reachability at its last background check (None before the first).
+    store_up: Callable[[], bool | None] = lambda: None
 
 
 class StateCollector(Collector):
@@ -139,6 +141,14 @@ class StateCollector(Collector):
             "Distinct configuration snapshots built and served since start",
             value=float(sample.pushes),
         )
+        store_up = self._sources.store_up()
+        if store_up is not None:
+            yield GaugeMetricFamily(
+                PREFIX + "store_up",
+                "1 while the registry store answers its background ping; writes answer 503 "
+                "without it (the data path and readiness do not depend on it)",
+                value=1.0 if store_up else 0.0,
+            )
 
     def _registry(self, items: list[Integration]) -> Iterator[Metric]:
         sizes = GaugeMetricFamily(

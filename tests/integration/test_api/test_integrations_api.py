@@ -10,6 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from control_plane.app import create_app
+from control_plane.keys import STORE
 from tests.support.app import app_settings
 
 HTTP_DOC: dict[str, Any] = {
@@ -138,6 +139,22 @@ async def test_ready_without_envoy_says_why(client: TestClient[Any, Any]) -> Non
     response = await client.get("/health/ready")
     assert response.status == 503
     checks = (await response.json())["checks"]
-    assert checks["store"]["ok"] is True
     assert checks["envoy"]["ok"] is False
     assert checks["config"]["ok"] is False
+    # Readiness is the data path only; the store is reported by /health (issue 14 item 7).
+    assert "store" not in checks
+    health = await (await client.get("/health")).json()
+    assert health["checks"]["store"]["ok"] is True
+
+
+async def test_a_store_outage_is_health_and_a_metric_not_readiness(
+    client: TestClient[Any, Any],
+) -> None:
+    await client.app[STORE].close()  # the store stops answering
+    ready = await (await client.get("/health/ready")).json()
+    assert set(ready["checks"]) == {"envoy", "config"}
+    health = await (await client.get("/health")).json()
+    assert health["status"] == "degraded"
+    assert health["checks"]["store"]["ok"] is False and health["checks"]["store"]["detail"]
+    metrics = await (await client.get("/metrics")).text()
+    assert "integration_service_store_up 0.0" in metrics
