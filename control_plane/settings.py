@@ -71,6 +71,16 @@ class Settings:
     probe_healthy_threshold: int = 1
     probe_unhealthy_threshold: int = 2
 
+    def reserved_ports(self) -> dict[int, str]:
+        """Ports this service itself listens on (0, an ephemeral port, reserves nothing):
+        an integration's listener there would never bind."""
+        named = {
+            self.port: "the management API (port)",
+            self.xds_port: "the xDS server (xds_port)",
+            self.envoy_admin_port: "Envoy's admin API (envoy_admin_port)",
+        }
+        return {port: what for port, what in named.items() if port}
+
     def describe(self) -> dict[str, Any]:
         """Settings safe to log or show: URLs lose their passwords."""
         out: dict[str, Any] = {}

@@ -152,6 +152,7 @@ def create_app(
         integrations_file=settings.integrations_file,
         rate_limits_file=settings.rate_limits_file,
         port_range=settings.listen_port_range,
+        reserved_ports=settings.reserved_ports(),
         precheck=app[PIPELINE].precheck,
     )
     app[PROBES] = ProbeBook()

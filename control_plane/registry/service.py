@@ -30,6 +30,7 @@ from control_plane.registry.loader import (
     load_rate_limits,
     validate_integration_document,
 )
+from control_plane.registry.ports import PortPlan
 from control_plane.store.protocol import (
     ConflictError,
     NotFoundError,
@@ -41,6 +42,7 @@ from control_plane.store.protocol import (
 __all__ = ["DeclaredConflict", "RegistryService", "RegistryView", "ReloadResult"]
 
 log = logging.getLogger(__name__)
+
 
 Listener = Callable[["RegistryView"], Awaitable[None] | None]
 # Raises RegistryError when a candidate registry cannot become Envoy configuration. Run
@@ -82,13 +84,14 @@ class RegistryService:
         integrations_file: Path | None,
         rate_limits_file: Path | None = None,
         port_range: tuple[int, int] = (10000, 10999),
+        reserved_ports: Mapping[int, str] | None = None,
         precheck: Precheck | None = None,
     ) -> None:
         self.store = store
         self.precheck = precheck
         self.integrations_file = integrations_file
         self.rate_limits_file = rate_limits_file
-        self.port_range = port_range
+        self.ports = PortPlan(port_range, reserved_ports or {})
         self._rules: RateRules = {}
         self._declared: dict[str, Integration] = {}
         self._file_digest: str | None = None
@@ -207,6 +210,7 @@ class RegistryService:
         if replacing is not None:
             document = {**document, "id": replacing}
         problems = validate_integration_document(document, self._rules)
+        problems.extend(self.ports.problems(document.get("listen_port")))
         if problems:
             if replacing is not None:
                 self._refuse_declared(replacing)
@@ -229,7 +233,7 @@ class RegistryService:
         async with self._lock:
             self._refuse_declared(item.id)
             assigned = await self.store.port_assignments()
-            port = self._choose_port(item, assigned)
+            port = self.ports.choose(item, assigned, self._declared.values())
             item = item.replace(listen_port=port)
             self._check_with(item)
             # The event carries the version the store is about to assign (creates start at 1).
@@ -268,7 +272,9 @@ class RegistryService:
             current = await self.store.get(integration_id)
             if current is None:
                 raise NotFoundError(f"no integration {integration_id!r}")
-            port = self._choose_port(item, await self.store.port_assignments())
+            port = self.ports.choose(
+                item, await self.store.port_assignments(), self._declared.values()
+            )
             item = item.replace(listen_port=port)
             self._check_with(item)
             updated = item.replace(version=expected_version + 1)
@@ -304,7 +310,7 @@ class RegistryService:
 
     def _check_with(self, item: Integration) -> None:
         """Would ``item`` translate? Its resources reference only each other, and ports are
-        checked by ``_choose_port``, so checking it alone is enough (and cheap)."""
+        checked by ``PortPlan.choose``, so checking it alone is enough (and cheap)."""
         self._check([item])
 
     @staticmethod
@@ -339,27 +345,6 @@ class RegistryService:
         await self._publish(items if row.id in self._view.items else dict(sorted(items.items())))
         return item
 
-    def _choose_port(self, item: Integration, assigned: Mapping[str, int]) -> int:
-        """The integration's own port, its stable assignment, or the lowest free one;
-        ``assigned`` is every port assignment in the store."""
-        taken = {p: i for i, p in assigned.items() if i != item.id}
-        taken.update({d.listen_port: d.id for d in self._declared.values() if d.listen_port})
-        if item.listen_port is not None:
-            owner = taken.get(item.listen_port)
-            if owner is not None and owner != item.id:
-                raise ConflictError(
-                    f"listen_port {item.listen_port} is already used by {owner!r}; choose "
-                    "another or omit listen_port to have one assigned"
-                )
-            return item.listen_port
-        if item.id in assigned:
-            return assigned[item.id]
-        lo, hi = self.port_range
-        for port in range(lo, hi + 1):
-            if port not in taken:
-                return port
-        raise ConflictError(f"no free listen port left in {lo}-{hi}; widen listen_port_range")
-
     async def _rebuild(self, registered: dict[str, Integration] | None = None) -> None:
         """The whole view again, from the store (or the ``registered`` just read from it)."""
         if registered is None:
@@ -370,7 +355,7 @@ class RegistryService:
             if item.listen_port is None:
                 if assigned is None:
                     assigned = await self.store.port_assignments()
-                port = self._choose_port(item, assigned)
+                port = self.ports.choose(item, assigned, self._declared.values())
                 await self.store.assign_port(ident, port)
                 assigned[ident] = port
                 item = item.replace(listen_port=port)

@@ -83,6 +83,10 @@ class ServiceProcess:
                 "INTEGRATION_SERVICE_PROBE_ENABLED": "false",
                 # Tests' upstreams live on loopback, which the SSRF guard refuses otherwise.
                 "INTEGRATION_SERVICE_UPSTREAM_ALLOWLIST": "127.0.0.0/8",
+                # Tests give listeners free ephemeral ports (tests.support.ports), so the
+                # range explicit listen_ports must fall in reaches up to 65535 (auto-assignment
+                # still starts at 10000).
+                "INTEGRATION_SERVICE_LISTEN_PORT_RANGE": "10000-65535",
             }
         )
         if self.auth:

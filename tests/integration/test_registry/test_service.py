@@ -77,6 +77,7 @@ async def test_registered_lifecycle_ports_and_notifications(service: RegistrySer
 
 
 async def test_explicit_port_clash_is_a_conflict(service: RegistryService) -> None:
+    service.ports.port_range = (10000, 12100)  # 10001 in range: the clash is what is tested
     with pytest.raises(ConflictError, match="10001"):
         await service.create({**DOC, "listen_port": 10001})  # stripe's declared port
     assert "crm" not in service.view.items
