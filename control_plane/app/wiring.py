@@ -124,7 +124,7 @@ async def _envoy_ready(app: web.Application) -> dict[str, object]:
 
 
 async def _config_acked(app: web.Application) -> dict[str, object]:
-    return node_config(app[XDS_CACHE].status, app[SETTINGS].envoy_node_id, app[PIPELINE].state)
+    return node_config(app[XDS_CACHE], app[SETTINGS].envoy_node_id, app[PIPELINE].state)
 
 
 def create_app(

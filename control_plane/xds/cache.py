@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -28,6 +29,7 @@ __all__ = [
     "TypeState",
     "TypeStatus",
     "XdsStatus",
+    "refused_names",
 ]
 
 _log = logging.getLogger(__name__)
@@ -40,6 +42,14 @@ AckListener = Callable[[str, str, str], None]
 """``(node_id, type_url, version)`` after a node ACKs a response."""
 NackListener = Callable[[str, str, str, str], None]
 """``(node_id, type_url, rejected_version, error_message)`` after a node NACKs."""
+
+
+def refused_names(names: Iterable[str], message: str) -> set[str]:
+    """Which of ``names`` a NACK's ``error_detail`` refused: the ones it names, or all of
+    them when it names none (see :meth:`XdsStatus.record_resources_nacked`)."""
+    listed = list(names)
+    named = {n for n in listed if re.search(rf"(?<![\w.-]){re.escape(n)}(?![\w.-])", message)}
+    return named or set(listed)
 
 
 def _utcnow() -> datetime:
@@ -73,6 +83,21 @@ class TypeStatus:
     acked_at: datetime | None = None
     last_nack: Nack | None = None
     push_count: int = 0
+    # Per resource, what the node runs and what it refused. A type-level ACK only says the
+    # latest response was accepted; in delta xDS that response may carry other resources
+    # than an earlier, rejected one, so per-resource truth is kept here.
+    resources: dict[str, str] = field(default_factory=dict)  # name -> version it ACKed
+    rejected: dict[str, Nack] = field(default_factory=dict)  # name -> refusal of a version
+
+    def resource_state(self, name: str, version: str | None) -> TypeState:
+        """``acked`` when the node runs ``version`` of ``name``; ``nacked`` when it refused
+        that very version; ``pending`` otherwise (not answered yet, or not sent)."""
+        if version is not None and self.resources.get(name) == version:
+            return "acked"
+        refused = self.rejected.get(name)
+        if refused is not None and refused.version == version:
+            return "nacked"
+        return "pending"
 
     @property
     def state(self) -> TypeState:
@@ -99,6 +124,10 @@ class TypeStatus:
             "acked_version": self.acked_version,
             "acked_at": _iso(self.acked_at),
             "push_count": self.push_count,
+            "rejected": {
+                name: {"version": n.version, "message": n.message, "at": _iso(n.at)}
+                for name, n in sorted(self.rejected.items())
+            },
             "last_nack": None
             if nack is None
             else {
@@ -163,9 +192,9 @@ class XdsStatus:
         """Wait, without polling, until ``node_id`` answers the response carrying
         ``version`` of ``type_url``.
 
-        ``acked`` once it runs that version; ``nacked`` as soon as its latest response of
-        the type is rejected; ``disconnected`` at once when the node has no ADS stream
-        (nothing can ACK: it gets the version when it connects); ``timeout`` otherwise.
+        ``acked`` once it runs that version; ``nacked`` as soon as it rejects that version;
+        ``disconnected`` at once when the node has no ADS stream (nothing can ACK: it gets
+        the version when it connects); ``timeout`` otherwise.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -191,7 +220,8 @@ class XdsStatus:
             return None
         if status.state == "acked" and status.acked_version == version:
             return "acked"
-        if status.state == "nacked":
+        nack = status.last_nack
+        if status.state == "nacked" and nack is not None and nack.version == version:
             return "nacked"
         return None
 
@@ -253,6 +283,56 @@ class XdsStatus:
                 listener(node_id, type_url, version, message)
             except Exception:
                 _log.exception("on_nack listener %r failed", listener)
+
+    def record_resources_acked(
+        self,
+        node_id: str,
+        type_url: str,
+        versions: Mapping[str, str],
+        removed: Iterable[str] = (),
+        *,
+        complete: bool = False,
+    ) -> None:
+        """The node accepted ``versions`` (name -> version) and dropped ``removed``;
+        ``complete``: ``versions`` is everything it now holds (a state-of-the-world ACK)."""
+        status = self._node(node_id).type(type_url)
+        if complete:
+            status.resources = dict(versions)
+        else:
+            status.resources.update(versions)
+        for name in versions:
+            status.rejected.pop(name, None)
+        for name in removed:
+            status.resources.pop(name, None)
+            status.rejected.pop(name, None)
+        self._notify()
+
+    def record_resources_nacked(
+        self,
+        node_id: str,
+        type_url: str,
+        versions: Mapping[str, str],
+        nonce: str,
+        message: str,
+        code: int,
+    ) -> None:
+        """The node refused the response carrying ``versions``.
+
+        Envoy applies the resources of one LDS/CDS update one by one and names each that
+        failed in ``error_detail`` ("Error adding/updating listener(s) clash: ..."), so when
+        the message names some of them, only those are refused and the others run; when it
+        names none, the whole response is taken as refused.
+        """
+        status = self._node(node_id).type(type_url)
+        now = self._clock()
+        refused = refused_names(versions, message)
+        for name, version in versions.items():
+            if name not in refused:
+                status.resources[name] = version
+                status.rejected.pop(name, None)
+            else:
+                status.rejected[name] = Nack(version, nonce, message, code, now)
+        self._notify()
 
     def _node(self, node_id: str) -> NodeStatus:
         node = self._nodes.get(node_id)

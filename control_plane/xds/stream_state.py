@@ -22,7 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2  # type: ignore[import-untyped]
 
-from control_plane.xds.cache import XdsStatus
+from control_plane.xds.cache import XdsStatus, refused_names
 from control_plane.xds.resources import ADS_ORDER, CLUSTER, ENDPOINT, WILDCARD_TYPES, eds_names
 from control_plane.xds.snapshot import Snapshot
 
@@ -64,6 +64,7 @@ class _SotwType:
     sent_version: str = ""
     sent_key: tuple[str, frozenset[str] | None] | None = None
     nacked_key: tuple[str, frozenset[str] | None] | None = None
+    sent_resources: dict[str, str] = field(default_factory=dict)  # name -> version
 
 
 _T = TypeVar("_T")
@@ -116,6 +117,13 @@ class SotwState(_StreamBase[_SotwType]):
             return set()
         nack, message, code = _nack_text(request)
         if nack:
+            # Per resource: what this response changed is what was refused.
+            held = self.status.get(self.node_id)
+            acked = held.type(type_url).resources if held is not None else {}
+            changed = {n: v for n, v in state.sent_resources.items() if acked.get(n) != v}
+            self.status.record_resources_nacked(
+                self.node_id, type_url, changed, state.nonce, message, code
+            )
             self.status.record_nack(
                 self.node_id, type_url, state.sent_version, state.nonce, message, code
             )
@@ -123,6 +131,9 @@ class SotwState(_StreamBase[_SotwType]):
             # only a different version (or a different subscription) is. No push loop.
             state.nacked_key = state.sent_key
         else:
+            self.status.record_resources_acked(
+                self.node_id, type_url, state.sent_resources, complete=True
+            )
             self.status.record_ack(self.node_id, type_url, request.version_info)
         state.names = names
         return {type_url}
@@ -146,6 +157,8 @@ class SotwState(_StreamBase[_SotwType]):
                 )
             )
             state.nonce, state.sent_version, state.sent_key = nonce, version, key
+            versions = snapshot.versions.get(type_url, {})
+            state.sent_resources = {name: versions.get(name, version) for name in names}
             self.status.record_sent(self.node_id, type_url, version, nonce)
             if type_url == CLUSTER and ENDPOINT in self.types:
                 # An updated EDS cluster warms until it receives its ClusterLoadAssignment
@@ -161,6 +174,7 @@ class _Pending:
     version: str
     sent: dict[str, str]
     before: dict[str, str | None]
+    removed: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -186,6 +200,10 @@ class DeltaState(_StreamBase[_DeltaType]):
             state.wildcard = not subscribe and type_url in WILDCARD_TYPES
             # After a reconnect Envoy lists what it already has, so only differences go out.
             state.client.update(request.initial_resource_versions)
+            if request.initial_resource_versions:
+                self.status.record_resources_acked(
+                    self.node_id, type_url, dict(request.initial_resource_versions)
+                )
         if "*" in subscribe:
             state.wildcard = True
             subscribe.discard("*")
@@ -205,6 +223,9 @@ class DeltaState(_StreamBase[_DeltaType]):
             if nack:
                 self._nacked(type_url, state, pending, request.response_nonce, message, code)
             else:
+                self.status.record_resources_acked(
+                    self.node_id, type_url, pending.sent, pending.removed
+                )
                 self.status.record_ack(self.node_id, type_url, pending.version)
         return {type_url}
 
@@ -217,10 +238,17 @@ class DeltaState(_StreamBase[_DeltaType]):
         message: str,
         code: int,
     ) -> None:
+        self.status.record_resources_nacked(
+            self.node_id, type_url, pending.sent, nonce, message, code
+        )
         self.status.record_nack(self.node_id, type_url, pending.version, nonce, message, code)
-        # The client keeps its previous resources; remember the refused versions so they
-        # are not pushed again until the snapshot holds a different version of them.
+        # The client keeps its previous version of each refused resource (it applied the
+        # others of the response); remember the refused versions so they are not pushed
+        # again until the snapshot holds a different version of them.
+        refused = refused_names(pending.sent, message)
         for name, version in pending.sent.items():
+            if name not in refused:
+                continue
             state.nacked[name] = version
             if state.client.get(name) == version:
                 before = pending.before[name]
@@ -254,7 +282,10 @@ class DeltaState(_StreamBase[_DeltaType]):
             nonce = next(self._nonces)
             version = snapshot.version_for(type_url, None if state.wildcard else state.names)
             state.pending[nonce] = _Pending(
-                version, dict(updates), {name: state.client.get(name) for name in updates}
+                version,
+                dict(updates),
+                {name: state.client.get(name) for name in updates},
+                [*removed, *withdrawn],
             )
             state.client.update(updates)  # optimistic: reverted if the client NACKs
             for name in removed:

@@ -7,7 +7,7 @@ upstreams. Envoy runs beside the control plane (``--no-envoy``), as in Kubernete
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -248,3 +248,60 @@ async def test_control_plane_sigkill_traffic_continues_and_reconverges(tmp_path:
             async with s.session.get(s.sidecar("echo", "/after")) as response:
                 failures += response.status != 200
         assert failures == 0
+
+
+@pytest.mark.parametrize("delta", [True, False], ids=["delta", "sotw"])
+async def test_a_rejected_listener_stays_nacked_after_a_later_ack(
+    tmp_path: Path, delta: bool
+) -> None:
+    """Regression (delta): a listener Envoy could not bind was reported ``acked``, and the
+    pod ready, as soon as any later, valid integration was ACKed."""
+    async with stack(tmp_path, delta=delta) as (s, ok, _):
+        import socket
+
+        blocker = socket.socket()
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        try:
+            doc = {"id": "clash", "kind": "http", "upstream": ok.url}
+            doc["listen_port"] = blocker.getsockname()[1]  # another process holds it
+            async with s.session.post(s.api("/integrations"), json=doc) as response:
+                assert response.status == 201
+
+            async def state_of(ident: str) -> str:
+                status = await s.get_json(s.api(f"/integrations/{ident}/status"))
+                return str(status["config"]["state"])
+
+            await wait_until(
+                lambda: _is(state_of("clash"), "nacked"), deadline_s=10, message="NACK"
+            )
+            later = {"id": "later", "kind": "http", "upstream": ok.url, "listen_port": free_port()}
+            async with s.session.post(s.api("/integrations"), json=later) as response:
+                assert response.status == 201
+            await wait_until(
+                lambda: _is(state_of("later"), "acked"), deadline_s=10, message="later ACKed"
+            )
+            async with s.session.get(s.sidecar("echo", "/")) as response:
+                assert response.status == 200  # the data path serves on
+
+            status = await s.get_json(s.api("/integrations/clash/status"))
+            assert status["config"]["state"] == "nacked"
+            listener = status["config"]["types"]["listener"]
+            assert listener["resource_state"] == "nacked" and listener["resource_nack"]
+            async with s.session.get(s.service.base_url + "/health/ready") as response:
+                assert response.status == 503
+                config = (await response.json())["checks"]["config"]
+                assert "'clash'" in config["detail"]
+            listeners = dynamic_listeners(await s.config_dump())
+            assert "active_state" in listeners["later"]
+            assert "active_state" not in listeners.get("clash", {}), "Envoy runs no such listener"
+
+            async with s.session.delete(s.api("/integrations/clash")) as response:
+                assert response.status == 204
+            await s.service.wait_ready(deadline_s=10)
+        finally:
+            blocker.close()
+
+
+async def _is(value: Awaitable[str], expected: str) -> bool:
+    return await value == expected
