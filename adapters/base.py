@@ -38,6 +38,9 @@ class AdapterSpec:
     # Settings applied when the user's block omits them (JSON Schema "default" is not applied
     # by jsonschema, so defaults live here explicitly).
     default_settings: Mapping[str, Any] = field(default_factory=dict)
+    # TCP listeners: close a connection idle this long, in seconds (0: never). Overridden
+    # per integration by ``policies.idle_timeout``; HTTP listeners do not use it.
+    tcp_idle_timeout: float = 3600.0
 
     def protocol_for(self, settings: Mapping[str, Any]) -> Protocol:
         """The listener protocol; a kind with several transports picks it from settings."""

@@ -20,5 +20,8 @@ ADAPTER = AdapterSpec(
     },
     credentials={"api_key": CredentialSlot("HTTP email API key (EMAIL_SERVICE_API_KEY)")},
     envoy_features=("tcp_proxy", "credential_injector.generic"),
+    # SMTP (transport: smtp) servers drop idle sessions after a few minutes (RFC 5321
+    # section 4.5.3.2.7 suggests 5 minutes); Envoy closes them at the same point.
+    tcp_idle_timeout=300.0,
     default_settings={"transport": "smtp"},
 )

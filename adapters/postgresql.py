@@ -23,4 +23,7 @@ ADAPTER = AdapterSpec(
     # The app's own database password (end to end through tcp_proxy); the probe uses it.
     credentials={"password": CredentialSlot("password the probe connects with, if any")},
     envoy_features=("tcp_proxy",),
+    # Pools keep idle connections (asyncpg closes its own after 300 s by default): an hour,
+    # Envoy's own default, made explicit; raise it for pools that idle longer.
+    tcp_idle_timeout=3600.0,
 )

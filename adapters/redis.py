@@ -17,4 +17,7 @@ ADAPTER = AdapterSpec(
     },
     credentials={"password": CredentialSlot("password the probe uses (AUTH)")},
     envoy_features=("tcp_proxy",),
+    # A Pub/Sub subscriber (or a blocking BLPOP) may sit silent for hours: no idle timeout,
+    # the connection lives as long as the client and server keep it.
+    tcp_idle_timeout=0.0,
 )

@@ -147,6 +147,9 @@ class Policies:
     circuit_breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
     outlier_detection: OutlierDetection = field(default_factory=OutlierDetection)
     cache: ResponseCache = field(default_factory=ResponseCache)
+    # TCP kinds: seconds a connection may idle before Envoy closes it (0: never); None: the
+    # kind's default (AdapterSpec.tcp_idle_timeout).
+    idle_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +238,8 @@ def to_document(item: Integration, *, with_meta: bool = True) -> dict[str, Any]:
     }
     if pol.retries.per_try_timeout is not None:
         policies["retries"]["per_try_timeout"] = _duration(pol.retries.per_try_timeout)
+    if pol.idle_timeout is not None:
+        policies["idle_timeout"] = "never" if pol.idle_timeout == 0 else _duration(pol.idle_timeout)
     if pol.rate_limit is not None:
         rl = pol.rate_limit
         rate: dict[str, Any] = _bucket_doc(rl.bucket)

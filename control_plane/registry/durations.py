@@ -26,6 +26,7 @@ _DURATION_FIELDS = frozenset(
     {
         "timeout",
         "connect_timeout",
+        "idle_timeout",
         "per_try_timeout",
         "retry_after_max",
         "per",

@@ -97,6 +97,11 @@ def _policies(raw: Mapping[str, Any], rules: RateRules) -> Policies:
     return Policies(
         timeout=dur(raw, "timeout", defaults_p.timeout),
         connect_timeout=dur(raw, "connect_timeout", defaults_p.connect_timeout),
+        idle_timeout=None
+        if "idle_timeout" not in raw
+        else 0.0
+        if raw["idle_timeout"] == "never"
+        else parse_duration(raw["idle_timeout"]),
         retries=Retries(
             max_retries=retries.get("max_retries", defaults_r.max_retries),
             per_try_timeout=dur(retries, "per_try_timeout", 0.0) or None,
@@ -204,6 +209,28 @@ def _ejection_problems(
     ]
 
 
+def _idle_timeout_problems(
+    doc: MarkedDocument, item: Mapping[str, Any], base: tuple[str | int, ...]
+) -> list[Problem]:
+    """``idle_timeout`` is a TCP-listener policy: refused where the kind is served as HTTP
+    (Envoy's HTTP connection manager manages its idle connections itself)."""
+    policies, kind = item.get("policies"), item.get("kind")
+    if not isinstance(policies, dict) or "idle_timeout" not in policies:
+        return []
+    if not isinstance(kind, str) or kind not in ADAPTERS:
+        return []
+    settings = item.get("settings") if isinstance(item.get("settings"), dict) else {}
+    if ADAPTERS[kind].protocol_for(settings or {}) == "tcp":
+        return []
+    return [
+        doc.problem(
+            (*base, "policies", "idle_timeout"),
+            f"idle_timeout applies to TCP kinds; {kind!r} is served over HTTP here",
+            "remove it (TCP kinds: postgresql, redis, email with transport: smtp)",
+        )
+    ]
+
+
 def _semantic_problems(doc: MarkedDocument, items: list[Any], rules: RateRules) -> list[Problem]:
     """Cross-item checks the schema cannot express: unique ids and ports, known rules."""
     problems: list[Problem] = []
@@ -215,6 +242,7 @@ def _semantic_problems(doc: MarkedDocument, items: list[Any], rules: RateRules) 
         base = ("integrations", index)
         problems.extend(duration_problems(doc, item.get("policies"), (*base, "policies")))
         problems.extend(_ejection_problems(doc, item.get("policies"), (*base, "policies")))
+        problems.extend(_idle_timeout_problems(doc, item, base))
         ident = item.get("id")
         if isinstance(ident, str):
             if ident in ids:

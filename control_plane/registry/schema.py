@@ -87,6 +87,11 @@ _POLICIES: dict[str, Any] = {
     "properties": {
         "timeout": _DURATION,
         "connect_timeout": _DURATION,
+        "idle_timeout": {
+            "description": "TCP kinds: how long a connection may idle before Envoy closes it "
+            "(default per kind), or never",
+            "anyOf": [_DURATION, {"const": "never"}],
+        },
         "retries": {
             "type": "object",
             "additionalProperties": False,

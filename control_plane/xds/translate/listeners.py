@@ -20,6 +20,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
+from adapters import ADAPTERS
 from control_plane.model import Integration
 from control_plane.xds.translate.http_filters import (
     cache_fill_address,
@@ -30,10 +31,15 @@ from control_plane.xds.translate.http_filters import (
 from control_plane.xds.translate.messages import ads, duration, pack, struct
 from control_plane.xds.translate.options import TranslateOptions
 
-__all__ = ["ACCESS_LOG_FIELDS", "TCP_IDLE_TIMEOUT", "cache_fill_listener", "listener"]
+__all__ = [
+    "ACCESS_LOG_FIELDS",
+    "TCP_IDLE_TIMEOUT",
+    "cache_fill_listener",
+    "listener",
+    "tcp_idle_timeout",
+]
 
-# Envoy's own default, made explicit: pooled database/Redis connections idle longer than an
-# hour are closed and the clients' pools reconnect.
+# The fallback when a kind declares none: Envoy's own default, made explicit.
 TCP_IDLE_TIMEOUT = 3600.0
 
 # JSON access log fields. The control plane counts per-integration cache hits from
@@ -81,9 +87,18 @@ def _http_connection_manager(item: Integration, options: TranslateOptions) -> An
     )
 
 
+def tcp_idle_timeout(item: Integration) -> float:
+    """The integration's ``policies.idle_timeout``, else its kind's (0: never, which
+    Envoy spells as a zero idle_timeout)."""
+    if item.policies.idle_timeout is not None:
+        return item.policies.idle_timeout
+    spec = ADAPTERS.get(item.kind)
+    return spec.tcp_idle_timeout if spec is not None else TCP_IDLE_TIMEOUT
+
+
 def _tcp_proxy(item: Integration) -> Any:
     proxy = tcp_proxy_pb2.TcpProxy(
-        stat_prefix=item.id, cluster=item.id, idle_timeout=duration(TCP_IDLE_TIMEOUT)
+        stat_prefix=item.id, cluster=item.id, idle_timeout=duration(tcp_idle_timeout(item))
     )
     return listener_components_pb2.Filter(
         name="envoy.filters.network.tcp_proxy", typed_config=pack(proxy)
