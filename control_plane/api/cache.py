@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from control_plane.api.lookup import envoy_down, integration_of
-from control_plane.api.openapi.spec import ok, operation, problem, response
+from control_plane.api.openapi.spec import envoy_read, ok, operation, problem, response
 from control_plane.api.problems import problem_response
 from control_plane.keys import CACHE_LEDGER, PIPELINE, SIDECAR, XDS_CACHE
 from control_plane.sidecar.admin import EnvoyAdminError
@@ -39,11 +39,7 @@ def _cache_sizes(stats: dict[str, int | float], path: str) -> tuple[float, float
     "traffic",
     "Response-cache statistics",
     "Hits and misses of this integration, entries and bytes of its cache path.",
-    {
-        "200": ok("CacheStats", "Cache statistics"),
-        "404": response("NotFound"),
-        "503": response("EnvoyUnavailable"),
-    },
+    envoy_read("CacheStats", "Cache statistics"),
     params=["IntegrationId"],
 )
 async def cache_stats(request: web.Request) -> web.Response:

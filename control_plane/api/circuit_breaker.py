@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from control_plane.api.lookup import envoy_down, integration_of
-from control_plane.api.openapi.spec import ok, operation, problem, response
+from control_plane.api.openapi.spec import envoy_read, ok, operation, problem, response
 from control_plane.api.problems import problem_response
 from control_plane.keys import PIPELINE, SIDECAR, XDS_CACHE
 from control_plane.sidecar.admin import CIRCUIT_BREAKER_GAUGES, EnvoyAdminError
@@ -40,11 +40,7 @@ def _breaker_state(view: dict[str, Any]) -> str:
     "Circuit-breaker and outlier-detection state",
     "Thresholds, Envoy's `*_open` and `remaining_*` gauges, ejections and the "
     "derived state closed | open | half_open.",
-    {
-        "200": ok("CircuitBreaker", "Circuit breaker"),
-        "404": response("NotFound"),
-        "503": response("EnvoyUnavailable"),
-    },
+    envoy_read("CircuitBreaker", "Circuit breaker"),
     params=["IntegrationId"],
 )
 async def circuit_breaker(request: web.Request) -> web.Response:

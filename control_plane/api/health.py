@@ -12,10 +12,12 @@ from aiohttp import web
 from control_plane.api.openapi.spec import ok, operation
 from control_plane.keys import REGISTRY, STORE_HEALTH
 
-__all__ = ["READINESS_CHECKS", "routes"]
+__all__ = ["READINESS_CHECKS", "SYNC_CHECK", "routes"]
 
 Check = Callable[[web.Application], Awaitable[dict[str, object]]]
 READINESS_CHECKS = web.AppKey("readiness_checks", dict[str, Check])
+# How this replica hears the others' changes (control_plane.app.replicas); absent: none.
+SYNC_CHECK = web.AppKey("sync_check", Check)
 
 routes = web.RouteTableDef()
 
@@ -42,8 +44,11 @@ async def _readiness(request: web.Request) -> dict[str, dict[str, object]]:
 
 
 async def _service(request: web.Request) -> dict[str, dict[str, object]]:
-    """What the control plane depends on beside the data path: the store, the registry."""
+    """What the control plane depends on beside the data path: the store, the registry,
+    and how it keeps in step with other replicas (``postgres-notify``, ``redis``, or
+    ``none``: SQLite, one replica), so a replica never diverges silently."""
     view = request.app[REGISTRY].view
+    sync = request.app.get(SYNC_CHECK)
     return {
         "store": await request.app[STORE_HEALTH].check(),
         "registry": {
@@ -51,6 +56,7 @@ async def _service(request: web.Request) -> dict[str, dict[str, object]]:
             "integrations": len(view.items),
             "file_error": view.file_error.render() if view.file_error else None,
         },
+        "sync": await sync(request.app) if sync is not None else {"ok": True, "mode": "none"},
     }
 
 

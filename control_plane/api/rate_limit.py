@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from control_plane.api.lookup import envoy_down, envoy_stats, integration_of
-from control_plane.api.openapi.spec import ok, operation, response
+from control_plane.api.openapi.spec import envoy_read, operation
 from control_plane.keys import RATE_SAMPLES
 
 __all__ = ["routes"]
@@ -36,11 +36,7 @@ def _limited_rate(request: web.Request, ident: str, limited: float) -> float:
     "Rate-limit buckets and counters",
     "Configured token buckets; allowed and limited counts from Envoy's "
     "`<id>.http_local_rate_limit.*` stats; the limited rate over the last minute.",
-    {
-        "200": ok("RateLimit", "Rate limit"),
-        "404": response("NotFound"),
-        "503": response("EnvoyUnavailable"),
-    },
+    envoy_read("RateLimit", "Rate limit"),
     params=["IntegrationId"],
 )
 async def rate_limit(request: web.Request) -> web.Response:

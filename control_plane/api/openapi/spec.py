@@ -19,6 +19,7 @@ __all__ = [
     "COMMON_PARAMETERS",
     "INTEGRATION_BODY",
     "Json",
+    "envoy_read",
     "ok",
     "operation",
     "problem",
@@ -70,6 +71,16 @@ def problem(description: str, *headers: str) -> Json:
         "content": {PROBLEM_JSON: {"schema": ref("schemas", "Problem")}},
     }
     return _with_headers(body, headers)
+
+
+def envoy_read(schema: str, description: str) -> Json:
+    """The answers of a per-integration read of Envoy's admin API: the body, an unknown
+    id, or Envoy unreachable."""
+    return {
+        "200": ok(schema, description),
+        "404": response("NotFound"),
+        "503": response("EnvoyUnavailable"),
+    }
 
 
 def query(name: str, description: str, schema: Json) -> Json:

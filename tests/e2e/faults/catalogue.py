@@ -66,6 +66,23 @@ FAULTS: dict[str, Fault] = {
         "is in `/health` (`registry.file_error`) and in the log.",
         "test_bad_config.py",
     ),
+    "yaml_alias_bomb": Fault(
+        "A YAML alias bomb (a few hundred bytes of nested anchors) written to "
+        "`integrations.yaml` while running",
+        "Refused within the YAML bounds before anything walks it (no memory blow-up, the "
+        "event loop keeps answering); the last good registry stays in force; the error names "
+        "the line; `validate` exits 2 the same way.",
+        "test_bad_config.py",
+    ),
+    "port_clash_replicas": Fault(
+        "Listen-port clashes across two replicas on one PostgreSQL and Redis (a replica's own "
+        "API/admin port, a port registered through the other replica, one port claimed "
+        "through both at once)",
+        "Refused before anything is stored: 422 for a port Envoy could never bind, 409 for a "
+        "port another integration holds in the shared store (exactly one of two racing "
+        "claims wins); no Envoy NACKs, both replicas stay ready with the same listeners.",
+        "test_port_clash.py",
+    ),
     "envoy_nack": Fault(
         "A configuration Envoy rejects (listener on a port already taken)",
         "NACK recorded with Envoy's error; Envoy keeps serving the previous config; no push loop.",

@@ -26,6 +26,7 @@ from tests.support.ports import free_port
 from tests.support.service import ServiceProcess
 from tests.support.upstream import running_upstream
 from tests.support.waiting import wait_until
+from tests.unit.test_bounded_yaml import _laughs
 
 pytestmark = pytest.mark.envoy
 
@@ -104,6 +105,66 @@ async def test_invalid_registry_file_rejected_last_good_kept(
     assert result.failed == 0 and result.sent == 150
     assert ready.status == 200 and ready.body["checks"]["config"]["version"] == version
     assert "last good registry stays in force" in log
+
+
+async def test_yaml_alias_bomb_refused_service_keeps_answering(
+    tmp_path: Path, measure: Callable[[str], Figures]
+) -> None:
+    figures = measure("yaml_alias_bomb")
+    ports = {"orders": free_port()}
+    bomb = _laughs()  # 9 levels of 9 aliases: 9**9 nodes once expanded
+    async with running_upstream() as upstream:
+        async with running_service(tmp_path, _yaml(upstream.url, ports)) as (service, api):
+            version = (await service.wait_ready())["checks"]["config"]["version"]
+            assert service.process is not None
+            rss_before = _rss_kib(service.process.pid)
+            async with SteadyLoad(
+                f"http://127.0.0.1:{ports['orders']}/", count=150, interval_s=0.02
+            ) as load:
+                written = time.monotonic()
+                service.integrations_file.write_text(bomb)
+
+                async def rejected() -> bool:
+                    body = await api.ok("/health")
+                    return bool(body["checks"]["registry"]["file_error"])
+
+                await wait_until(rejected, deadline_s=10, message="bomb reported")
+                detected_s = time.monotonic() - written
+                started = time.monotonic()
+                live = await api.get("/health/live")  # the loop is not stuck expanding
+                live_ms = (time.monotonic() - started) * 1000
+                health = await api.ok("/health")
+                ready = await api.get("/health/ready")
+                listeners = await _listeners(service)
+                result = await load.wait()
+            rss_after = _rss_kib(service.process.pid)
+
+    file_error = health["checks"]["registry"]["file_error"]
+    figures.update(
+        {
+            "bomb_bytes": len(bomb),
+            "detected_after_s": round(detected_s, 2),
+            "live_answer_ms": round(live_ms, 1),
+            "rss_growth_mib": round((rss_after - rss_before) / 1024, 1),
+            "requests_sent": result.sent,
+            "requests_failed": result.failed,
+            "ready_while_refused": ready.status,
+            "version_kept": ready.body["checks"]["config"]["version"] == version,
+        }
+    )
+    assert "YAML refused" in file_error and "aliases" in file_error
+    assert live.status == 200
+    assert set(listeners) == {"orders"}, "last good registry still served"
+    assert result.failed == 0 and result.sent == 150
+    assert ready.status == 200 and ready.body["checks"]["config"]["version"] == version
+    assert rss_after - rss_before < 100 * 1024, "no expansion in memory"
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 async def _has(service: ServiceProcess, ident: str) -> bool:

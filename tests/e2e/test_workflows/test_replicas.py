@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import AsyncExitStack
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from control_plane.sidecar.supervisor import EnvoySupervisor
-from tests.support.envoy import dynamic_clusters, dynamic_listeners, running_envoy
+from tests.support.envoy import dynamic_clusters, dynamic_listeners
 from tests.support.ports import free_port
-from tests.support.service import ServiceProcess
+from tests.support.replicas import running_replicas
 
 pytestmark = [pytest.mark.envoy, pytest.mark.postgres, pytest.mark.redis]
 
@@ -44,26 +43,7 @@ async def test_change_through_a_reaches_b(
     tmp_path: Path, postgres_database: str, redis_url: str
 ) -> None:
     env = {"POSTGRESQL_URL": postgres_database, "REDIS_URL": redis_url}
-    async with AsyncExitStack() as stack:
-        replicas: list[tuple[ServiceProcess, EnvoySupervisor]] = []
-        for name in ("a", "b"):
-            xds_port = free_port()
-            envoy = await stack.enter_async_context(
-                running_envoy(
-                    tmp_path / f"envoy-{name}", node_id="e2e-node", xds_port=xds_port, delta=True
-                )
-            )
-            assert envoy.admin_url is not None
-            service = ServiceProcess(
-                tmp_path / f"cp-{name}",
-                "integrations: []\n",
-                env=env,
-                xds_port=xds_port,
-                envoy_admin_port=int(envoy.admin_url.rsplit(":", 1)[1]),
-            )
-            service.start()
-            stack.callback(service.stop)
-            replicas.append((service, envoy))
+    async with running_replicas(tmp_path, env) as replicas:
         (a, envoy_a), (b, envoy_b) = replicas
         await a.wait_http()
         await b.wait_http()

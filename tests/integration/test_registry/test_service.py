@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +18,6 @@ from control_plane.store.sqlite import SqliteStore
 ROOT = Path(__file__).resolve().parents[3]
 
 DOC: dict[str, Any] = {"id": "crm", "kind": "http", "upstream": "https://crm.example.com"}
-
-
-@pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[RegistryService]:
-    shutil.copy(ROOT / "config" / "integrations.yaml", tmp_path / "integrations.yaml")
-    shutil.copy(ROOT / "config" / "rate_limits.yaml", tmp_path / "rate_limits.yaml")
-    store = SqliteStore(tmp_path / "registry.sqlite3")
-    await store.open()
-    registry = RegistryService(
-        store,
-        integrations_file=tmp_path / "integrations.yaml",
-        rate_limits_file=tmp_path / "rate_limits.yaml",
-        port_range=(12000, 12100),
-    )
-    await registry.start()
-    yield registry
-    await store.close()
 
 
 async def test_declared_mutations_are_refused(service: RegistryService) -> None:

@@ -3,11 +3,9 @@ running registry keeps serving its last good view (the file watch and SIGHUP pat
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,27 +14,10 @@ from control_plane.problems import RegistryError
 from control_plane.registry.loader import load_rate_limits
 from control_plane.registry.service import RegistryService
 from control_plane.settings import load_settings
-from control_plane.store.sqlite import SqliteStore
 from tests.unit.test_bounded_yaml import _integrations_bomb, _laughs, _merge_bomb
 
 ROOT = Path(__file__).resolve().parents[3]
 BOMBS = {"sequences": _laughs(), "merge-keys": _merge_bomb(), "integrations": _integrations_bomb()}
-
-
-@pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[RegistryService]:
-    shutil.copy(ROOT / "config" / "integrations.yaml", tmp_path / "integrations.yaml")
-    shutil.copy(ROOT / "config" / "rate_limits.yaml", tmp_path / "rate_limits.yaml")
-    store = SqliteStore(tmp_path / "registry.sqlite3")
-    await store.open()
-    registry = RegistryService(
-        store,
-        integrations_file=tmp_path / "integrations.yaml",
-        rate_limits_file=tmp_path / "rate_limits.yaml",
-    )
-    await registry.start()
-    yield registry
-    await store.close()
 
 
 @pytest.mark.parametrize("shape", sorted(BOMBS))
