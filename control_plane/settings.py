@@ -44,6 +44,10 @@ class Settings:
     envoy_node_id: str = "integration-sidecar"
     xds_delta: bool = True
     envoy_concurrency: int = 1
+    # Each integration's access log (<data_dir>/access-logs/<id>.log) is rotated past this
+    # many bytes, checked every access_log_check_interval seconds; 0: never rotated.
+    access_log_max_bytes: int = 10 * 1024 * 1024
+    access_log_check_interval: float = 5.0
     # Seed variables kept for adapters and tests; values are never logged.
     auth0_domain: str | None = None
     auth0_client_id: str | None = None
@@ -123,6 +127,8 @@ ENV_NAMES: Mapping[str, str] = {
     "envoy_node_id": "INTEGRATION_SERVICE_NODE_ID",
     "xds_delta": "INTEGRATION_SERVICE_XDS_DELTA",
     "envoy_concurrency": "INTEGRATION_SERVICE_ENVOY_CONCURRENCY",
+    "access_log_max_bytes": "INTEGRATION_SERVICE_ACCESS_LOG_MAX_BYTES",
+    "access_log_check_interval": "INTEGRATION_SERVICE_ACCESS_LOG_CHECK_INTERVAL",
     "auth0_domain": "AUTH0_DOMAIN",
     "auth0_client_id": "AUTH0_CLIENT_ID",
     "auth0_audience": "AUTH0_AUDIENCE",
@@ -176,6 +182,8 @@ def _convert(name: str, raw: Any, origin: str) -> Any:
             if name.endswith("port") and not 0 <= value <= 65535:
                 raise ValueError
             if name.startswith("probe_") and value < 1:
+                raise ValueError
+            if name == "access_log_max_bytes" and value < 0:
                 raise ValueError
             return value
         if isinstance(default, Path):

@@ -21,6 +21,7 @@ from control_plane.api import health
 from control_plane.api.metrics import install_metrics, metrics_middleware
 from control_plane.api.middleware import correlation_middleware, errors_middleware
 from control_plane.api.routes import ROUTE_TABLES
+from control_plane.app.accesslogs import install_access_logs
 from control_plane.app.consul import install_consul
 from control_plane.app.events import install_events
 from control_plane.app.security import install_security
@@ -46,6 +47,7 @@ from control_plane.sidecar.accesslog import CacheLedger
 from control_plane.sidecar.bootstrap import sidecar_bootstrap
 from control_plane.sidecar.link import SidecarLink
 from control_plane.sidecar.supervisor import EnvoySupervisor
+from control_plane.sidecar.xds_port import bind_xds
 from control_plane.store.factory import create_store
 from control_plane.store.health import StoreHealth
 from control_plane.store.protocol import RegistryStore
@@ -80,7 +82,12 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _xds_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    server, port = await serve_xds(app[XDS_CACHE], settings.xds_host, settings.xds_port)
+    server, port = await bind_xds(
+        settings.xds_port,
+        settings.data_dir,
+        settings.xds_host,
+        lambda wanted: serve_xds(app[XDS_CACHE], settings.xds_host, wanted),
+    )
     app[SIDECAR].xds_port = port
     log.info("xDS server listening", extra={"host": settings.xds_host, "port": port})
     yield
@@ -171,6 +178,7 @@ def create_app(
     app.cleanup_ctx.append(_registry_ctx)
     app.cleanup_ctx.append(_xds_ctx)
     app.cleanup_ctx.append(_envoy_ctx(with_envoy))
+    install_access_logs(app)  # after Envoy: rotates the access logs, Envoy reopens them
     app.cleanup_ctx.append(_prober_ctx)
     install_security(app, settings, os.environ if environ is None else environ)
     install_events(app)  # after the store/registry contexts: started later, stopped sooner

@@ -23,10 +23,11 @@ for our Envoy) and the SHA-256 of the bootstrap text. At start:
   child, so the supervisor polls its liveness every 0.5 s, respawns it when it dies
   (``restarts`` and ``on_restart`` as for a child), and ``stop`` stops it like a child.
 
-The bootstrap embeds the xDS server's address and port, so adoption only happens when the
-control plane listens on a **fixed xDS port** (``INTEGRATION_SERVICE_XDS_PORT``, 18000 by
-default): with port 0 every run renders a different bootstrap and the old Envoy is replaced.
-A fixed admin port is not needed: the admin address is read from ``admin-address``.
+The bootstrap embeds the xDS server's address and port, so adoption needs the restarted
+control plane on the same xDS port: a fixed one (``INTEGRATION_SERVICE_XDS_PORT``, 18000 by
+default), or with port 0 the previous run's port, which :mod:`.xds_port` remembers and binds
+again while it is free (when it is taken, the bootstrap differs and the old Envoy is
+replaced). A fixed admin port is not needed: the admin address is read from ``admin-address``.
 Adoption needs Linux ``/proc`` (:mod:`.procfs`); elsewhere the supervisor always spawns.
 """
 
