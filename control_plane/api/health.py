@@ -17,7 +17,7 @@ __all__ = ["READINESS_CHECKS", "SYNC_CHECK", "routes"]
 Check = Callable[[web.Application], Awaitable[dict[str, object]]]
 READINESS_CHECKS = web.AppKey("readiness_checks", dict[str, Check])
 # How this replica hears the others' changes (control_plane.app.replicas); absent: none.
-SYNC_CHECK = web.AppKey("sync_check", Check)
+SYNC_CHECK: web.AppKey[Check] = web.AppKey("sync_check")
 
 routes = web.RouteTableDef()
 
