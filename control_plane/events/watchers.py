@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from adapters.probes.result import ProbeResult
 from control_plane.model import Integration
-from control_plane.xds.cache import NackListener
+from control_plane.xds.status import NackListener
 
 __all__ = [
     "BreakerTracker",

@@ -31,8 +31,8 @@ from prometheus_client.registry import Collector
 
 from control_plane.model import Integration
 from control_plane.probing.book import ProbeBook
-from control_plane.xds.cache import XdsStatus
 from control_plane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+from control_plane.xds.status import XdsStatus
 
 __all__ = ["PREFIX", "MetricSources", "ServiceMetrics", "StateCollector", "xds_type_label"]
 

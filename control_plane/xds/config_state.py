@@ -14,9 +14,10 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 from control_plane.model import Integration
-from control_plane.xds.cache import SnapshotCache, TypeState
+from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.pipeline import PipelineState
 from control_plane.xds.resources import CLUSTER, LISTENER
+from control_plane.xds.status import TypeState
 
 __all__ = ["ConfigState", "combined_state", "integration_config", "node_config"]
 

@@ -25,9 +25,10 @@ from typing import Any
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
-from control_plane.xds.cache import SnapshotSource, StreamType
+from control_plane.xds.cache import SnapshotSource
 from control_plane.xds.resources import ADS_ORDER
 from control_plane.xds.snapshot import Snapshot
+from control_plane.xds.status import StreamType
 from control_plane.xds.stream_state import DeltaState, SotwState, StreamState
 
 __all__ = ["AdsServicer", "serve"]

@@ -22,9 +22,9 @@ from typing import Any, Generic, Protocol, TypeVar
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2  # type: ignore[import-untyped]
 
-from control_plane.xds.cache import XdsStatus, refused_names
 from control_plane.xds.resources import ADS_ORDER, CLUSTER, ENDPOINT, WILDCARD_TYPES, eds_names
 from control_plane.xds.snapshot import Snapshot
+from control_plane.xds.status import XdsStatus, refused_names
 
 __all__ = ["DeltaState", "SotwState", "StreamState"]
 

@@ -23,10 +23,11 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 
 from control_plane.sidecar.supervisor import EnvoySupervisor
-from control_plane.xds.cache import SnapshotCache, TypeStatus
+from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.resources import ADS_ORDER, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from control_plane.xds.server import serve
 from control_plane.xds.snapshot import Snapshot
+from control_plane.xds.status import TypeStatus
 from tests.support.envoy import dynamic_clusters, dynamic_listeners, running_envoy
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until

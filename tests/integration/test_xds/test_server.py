@@ -16,7 +16,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from control_plane.xds.cache import SnapshotCache, XdsStatus
+from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.resources import (
     ADS_ORDER,
     CLUSTER,
@@ -28,6 +28,7 @@ from control_plane.xds.resources import (
 )
 from control_plane.xds.server import serve
 from control_plane.xds.snapshot import Snapshot
+from control_plane.xds.status import XdsStatus
 from tests.support.waiting import wait_until
 from tests.support.xds import assignment, complete, eds_cluster
 

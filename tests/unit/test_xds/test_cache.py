@@ -7,9 +7,10 @@ import asyncio
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 
-from control_plane.xds.cache import SnapshotCache, XdsStatus
+from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.resources import CLUSTER, LISTENER
 from control_plane.xds.snapshot import InconsistentSnapshot, Snapshot
+from control_plane.xds.status import XdsStatus
 from tests.support.xds import complete, eds_cluster
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from control_plane.xds.cache import XdsStatus, refused_names
 from control_plane.xds.resources import CLUSTER, LISTENER
+from control_plane.xds.status import XdsStatus, refused_names
 
 
 async def test_wait_acked_wakes_on_the_ack_without_polling() -> None:
