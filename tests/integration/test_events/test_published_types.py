@@ -20,7 +20,7 @@ from control_plane.events.redis_bus import RedisBus
 from control_plane.events.relay import EventPublisher, OutboxRelay
 from control_plane.events.watchers import EnvoyStatsWatcher, HealthPublisher, nack_listener
 from control_plane.registry.service import RegistryService
-from control_plane.xds.cache import XdsStatus
+from control_plane.xds.status import XdsStatus
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.redis
