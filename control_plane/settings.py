@@ -74,6 +74,9 @@ class Settings:
     probe_timeout: float = 10.0
     probe_healthy_threshold: int = 1
     probe_unhealthy_threshold: int = 2
+    # Replicas: a full re-read of the shared store at least this often (seconds), beside the
+    # PostgreSQL notifications and Redis events that trigger one at once.
+    registry_resync_interval: float = 30.0
 
     def reserved_ports(self) -> dict[int, str]:
         """Ports this service itself listens on (0, an ephemeral port, reserves nothing):
@@ -151,6 +154,7 @@ ENV_NAMES: Mapping[str, str] = {
     "probe_timeout": "INTEGRATION_SERVICE_PROBE_TIMEOUT",
     "probe_healthy_threshold": "INTEGRATION_SERVICE_PROBE_HEALTHY_THRESHOLD",
     "probe_unhealthy_threshold": "INTEGRATION_SERVICE_PROBE_UNHEALTHY_THRESHOLD",
+    "registry_resync_interval": "INTEGRATION_SERVICE_REGISTRY_RESYNC_INTERVAL",
 }
 
 

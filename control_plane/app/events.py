@@ -3,7 +3,8 @@
 :func:`install_events` builds the objects (no I/O, no tasks) and appends one
 ``cleanup_ctx`` that starts them after the store and registry are up and stops them
 before the store closes. The bus is Redis Pub/Sub when ``REDIS_URL`` is set, otherwise
-in-process; with Redis, :class:`RegistrySync` keeps replicas on one PostgreSQL in step.
+in-process. Replicas on one PostgreSQL keep in step with or without Redis: see
+:mod:`control_plane.app.replicas` (its :class:`RegistrySync` is the runtime's ``sync``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from control_plane.events.consumers import EventConsumer, RegistrySync, UsageBook
+from control_plane.app.replicas import install_replica_sync
+from control_plane.events.consumers import EventConsumer, UsageBook
 from control_plane.events.redis_bus import RedisBus
 from control_plane.events.relay import EventPublisher, OutboxRelay
 from control_plane.events.runtime import EventCollector, EventsRuntime, make_bus, sidecar_stats
@@ -56,13 +58,8 @@ def install_events(app: web.Application) -> EventsRuntime:
         usage=usage, probes=app[PROBES], known=lambda: list(registry.view.items)
     )
     consumer.attach(bus)
-    sync = RegistrySync(registry.refresh) if isinstance(bus, RedisBus) else None
-    if sync is not None:
-        sync.attach(bus)
     if isinstance(bus, RedisBus):
         bus.on_connected.append(relay.resume)
-        if sync is not None:
-            bus.on_connected.append(sync.request)
     runtime = EventsRuntime(
         bus=bus,
         relay=relay,
@@ -71,7 +68,7 @@ def install_events(app: web.Application) -> EventsRuntime:
         consumer=consumer,
         usage=usage,
         watcher=EnvoyStatsWatcher(lambda: sidecar_stats(app[SIDECAR]), items, publisher),
-        sync=sync,
+        sync=None,
     )
     app[XDS_CACHE].status.on_nack.append(nack_listener(publisher, items))
     metrics = app.get(METRICS)
@@ -81,6 +78,8 @@ def install_events(app: web.Application) -> EventsRuntime:
     _hook_prober(app, runtime)
     app[EVENTS] = runtime
     app.cleanup_ctx.append(_events_ctx)
+    # After _events_ctx: the store's change listener starts once the sync runs, stops first.
+    runtime.sync = install_replica_sync(app, bus)
     return runtime
 
 

@@ -1,4 +1,5 @@
-"""Consumers of other services' events, and the replica sync on ``integration.*`` events.
+"""Consumers of other services' events, and the replica sync (on ``integration.*`` events
+and on the store's change notifications).
 
 * ``agent.executed`` — usage per integration and tenant (:class:`UsageBook`, shown in the
   status API and metrics);
@@ -23,6 +24,8 @@ from control_plane.cloudevents import envelope_problems
 from control_plane.events.bus import EventBus, Message
 from control_plane.events.watchers import probe_correlation
 from control_plane.probing.book import ProbeBook
+from control_plane.store.errors import StoreUnavailableError
+from control_plane.store.notify import StoreChange
 
 __all__ = [
     "CONSUMED_TYPES",
@@ -231,17 +234,25 @@ REGISTRY_TYPES = ("integration.registered", "integration.updated", "integration.
 class RegistrySync:
     """Replicas: another control plane changed the shared store; re-read it.
 
-    Events only say *that* something changed; the store stays the truth, so a burst of
-    events coalesces into one refresh and lost or duplicated events do no harm. Pub/Sub
-    drops messages while disconnected, so a refresh also runs after every reconnect and on
-    a slow timer.
+    Events and PostgreSQL notifications only say *that* something changed; the store stays
+    the truth, so a burst of them coalesces into one refresh per ``debounce_s`` window and
+    lost or duplicated ones do no harm. Both drop messages while disconnected, so a refresh
+    also runs after every reconnect and, as a safety net, every ``interval_s``.
     """
 
-    def __init__(self, refresh: Callable[[], Awaitable[None]], interval_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        refresh: Callable[[], Awaitable[None]],
+        interval_s: float = 30.0,
+        *,
+        debounce_s: float = 0.05,
+    ) -> None:
         self.refresh = refresh
         self.interval_s = interval_s
+        self.debounce_s = debounce_s
         self.refreshes = 0
         self._wanted = asyncio.Event()
+        self._peer_changes: list[StoreChange] = []
         self._task: asyncio.Task[None] | None = None
 
     def attach(self, bus: EventBus) -> None:
@@ -252,6 +263,11 @@ class RegistrySync:
 
     def request(self) -> None:
         self._wanted.set()
+
+    def peer_changed(self, change: StoreChange) -> None:
+        """Another replica committed ``change`` (a PostgreSQL notification)."""
+        self._peer_changes.append(change)
+        self.request()
 
     async def start(self) -> None:
         if self._task is None:
@@ -268,10 +284,24 @@ class RegistrySync:
             try:
                 await asyncio.wait_for(self._wanted.wait(), self.interval_s)
             except TimeoutError:
-                pass
+                log.debug("periodic re-read of the registry store")
+            else:
+                await asyncio.sleep(self.debounce_s)  # let the rest of a burst arrive
             self._wanted.clear()
+            changes, self._peer_changes = self._peer_changes, []
+            if changes:
+                log.info(
+                    "another replica changed the registry; re-reading the store",
+                    extra={
+                        "changes": len(changes),
+                        "ids": sorted({c.id for c in changes})[:20],
+                        "ops": sorted({c.op for c in changes}),
+                    },
+                )
             try:
                 await self.refresh()
                 self.refreshes += 1
+            except StoreUnavailableError as exc:  # the next trigger or period tries again
+                log.warning("cannot re-read the registry store", extra={"error": str(exc)})
             except Exception:
                 log.exception("re-reading the registry store failed")

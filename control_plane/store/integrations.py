@@ -4,7 +4,9 @@ Rows hold the integration *document* (``to_document(..., with_meta=False)``: cre
 stay references) plus the metadata the store owns: ``version`` (optimistic concurrency,
 starts at 1, +1 per update), ``created_at``/``updated_at`` (UTC) and the assigned
 ``listen_port``. Every mutation may carry outbox events that are committed in the same
-transaction, so an event is never lost nor sent for a mutation that did not happen.
+transaction, so an event is never lost nor sent for a mutation that did not happen; in
+that transaction too, the engine tells other replicas of the change
+(:meth:`SqlIntegrationStore._announce`: a ``NOTIFY`` on PostgreSQL).
 
 The SQL here is run by both engines. Inserting and replacing a document are not: they
 set ``created_at``/``updated_at`` from different clocks (see
@@ -159,7 +161,7 @@ class SqlIntegrationStore(SessionRunner):
             except UniqueViolation as exc:
                 raise ConflictError(f"integration {integration_id!r} already exists") from exc
 
-        return await self._with_events(events, insert)
+        return await self._with_events(events, insert, ("create", integration_id))
 
     async def update(
         self,
@@ -178,7 +180,7 @@ class SqlIntegrationStore(SessionRunner):
                 raise await _missing_or_stale(session, integration_id, expected_version)
             return stored
 
-        return await self._with_events(events, replace)
+        return await self._with_events(events, replace, ("update", integration_id))
 
     async def delete(
         self,
@@ -198,15 +200,19 @@ class SqlIntegrationStore(SessionRunner):
             # The port goes with the integration, in the same transaction.
             await session.execute(_RELEASE_PORT, integration_id)
 
-        await self._with_events(events, remove)
+        await self._with_events(events, remove, ("delete", integration_id))
 
-    async def _with_events(self, events: Sequence[OutboxEvent], mutation: Work[_T]) -> _T:
-        """Run ``mutation`` and append ``events`` in one transaction, so the events are
-        committed exactly when the mutation is (a failed one raises before them)."""
+    async def _with_events(
+        self, events: Sequence[OutboxEvent], mutation: Work[_T], change: tuple[str, str]
+    ) -> _T:
+        """Run ``mutation``, append ``events`` and announce ``change`` (op, id) in one
+        transaction, so they are committed exactly when the mutation is (a failed one
+        raises before them)."""
 
         async def work(session: Session) -> _T:
             result = await mutation(session)
             await insert_events(session, events)
+            await self._announce(session, *change)
             return result
 
         return await self._write(work)
@@ -249,4 +255,13 @@ class SqlIntegrationStore(SessionRunner):
         specific for the same clock reasons as :meth:`_insert_integration`: PostgreSQL
         decides in one conditional ``UPDATE ... RETURNING`` (its row lock settles races),
         SQLite reads the row first under its write lock.
+        """
+
+    @abstractmethod
+    async def _announce(self, session: Session, op: str, integration_id: str) -> None:
+        """Tell other replicas, in the write's transaction, that ``op`` (create, update,
+        delete) changed ``integration_id``: delivered on commit, never on rollback.
+
+        Engine-specific: PostgreSQL sends a ``NOTIFY`` (:mod:`~control_plane.store.notify`)
+        its replicas LISTEN for; SQLite, one process's file, has no replica to tell.
         """

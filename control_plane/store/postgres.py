@@ -10,6 +10,9 @@ The statements and their logic are the concern modules' (shared with SQLite); th
 engine supplies the session they run on and the few statements it spells its own way.
 Connection failures become :class:`StoreUnavailableError`; their messages never carry
 the DSN's password (see :mod:`~control_plane.store.postgres_dsn`).
+
+Every integration write also commits a ``NOTIFY`` for the other replicas, and
+:meth:`PostgresStore.watch_changes` listens for theirs (:mod:`~control_plane.store.notify`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -31,6 +35,14 @@ from control_plane.store.integrations import (
     integration_from_row,
 )
 from control_plane.store.migrations import POSTGRES, apply_migrations
+from control_plane.store.notify import (
+    APPLICATION_NAME,
+    CHANNEL,
+    NOTIFY,
+    ChangeListener,
+    StoreChange,
+    change_payload,
+)
 from control_plane.store.outbox import SqlOutboxStore
 from control_plane.store.postgres_dsn import redact_dsn, scrub
 from control_plane.store.rows import Row
@@ -136,6 +148,8 @@ class PostgresStore(SqlIntegrationStore, SqlOutboxStore, SqlApiKeyStore, SqlAudi
         self._min_size = min_size
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
+        # Names this process's writes in their NOTIFY, so its listener skips its own.
+        self.origin = uuid.uuid4().hex
 
     @property
     def redacted_dsn(self) -> str:
@@ -231,3 +245,32 @@ class PostgresStore(SqlIntegrationStore, SqlOutboxStore, SqlApiKeyStore, SqlAudi
 
     async def _mark_sent(self, session: Session, seqs: Sequence[int]) -> None:
         await session.execute(_MARK_SENT, list(seqs))
+
+    async def _announce(self, session: Session, op: str, integration_id: str) -> None:
+        await session.execute(NOTIFY, CHANNEL, change_payload(self.origin, op, integration_id))
+
+    # -- other replicas' changes -----------------------------------------------------
+
+    def watch_changes(
+        self, on_change: Callable[[StoreChange], None], on_connected: Callable[[], None]
+    ) -> ChangeListener:
+        """A not-yet-started listener for the writes other processes commit here."""
+
+        async def connect() -> asyncpg.Connection:
+            try:
+                return await asyncpg.connect(
+                    self._dsn,
+                    timeout=self._connect_timeout,
+                    command_timeout=self._command_timeout,
+                    server_settings={"application_name": APPLICATION_NAME},
+                )
+            except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+                raise self._unavailable(exc) from None
+
+        return ChangeListener(
+            connect,
+            origin=self.origin,
+            on_change=on_change,
+            on_connected=on_connected,
+            where=self.redacted_dsn,
+        )

@@ -225,6 +225,9 @@ class SqliteStore(SqlIntegrationStore, SqlOutboxStore, SqlApiKeyStore, SqlAuditS
             updated_at,
         )
 
+    async def _announce(self, session: Session, op: str, integration_id: str) -> None:
+        """Nothing to do: a SQLite file has one process, so no replica to tell."""
+
     async def _mark_sent(self, session: Session, seqs: Sequence[int]) -> None:
         sent_at = _now()
         for seq in seqs:
