@@ -13,6 +13,7 @@ from collections import deque
 from aiohttp import web
 
 from control_plane.discovery.consul import ConsulRuntime
+from control_plane.discovery.dns import VettedResolver
 from control_plane.events.runtime import EventsRuntime
 from control_plane.observability.metrics import ServiceMetrics
 from control_plane.probing.book import ProbeBook
@@ -30,6 +31,7 @@ from control_plane.xds.pipeline import ConfigPipeline
 __all__ = [
     "CACHE_LEDGER",
     "CONSUL",
+    "DNS_RESOLVER",
     "EVENTS",
     "METRICS",
     "PIPELINE",
@@ -57,6 +59,7 @@ SIDECAR = web.AppKey("sidecar", SidecarLink)
 SECURITY = web.AppKey("security", SecurityContext)
 EVENTS = web.AppKey("events", EventsRuntime)
 CONSUL = web.AppKey("consul", ConsulRuntime)
+DNS_RESOLVER = web.AppKey("dns_resolver", VettedResolver)
 METRICS = web.AppKey("metrics", ServiceMetrics)
 CACHE_LEDGER = web.AppKey("cache_ledger", CacheLedger)
 # Per integration: (monotonic time, rate_limited counter) samples of the last minute.

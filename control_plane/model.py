@@ -78,6 +78,10 @@ class Upstream:
     discovery: Literal["dns", "static", "consul"] = "dns"
     consul_service: str | None = None
     url: str | None = None
+    # Who resolves a host name: the control plane, checking every address against the SSRF
+    # rules and serving the accepted ones over EDS (vetted), or Envoy itself (envoy). The
+    # loader fills in the default by source: vetted when registered, envoy when declared.
+    resolution: Literal["vetted", "envoy"] = "envoy"
 
     @property
     def authority(self) -> str:
@@ -205,6 +209,8 @@ def to_document(item: Integration, *, with_meta: bool = True) -> dict[str, Any]:
     upstream["discovery"] = up.discovery
     if up.consul_service:
         upstream["consul_service"] = up.consul_service
+    if up.resolution != ("vetted" if item.source == "registered" else "envoy"):
+        upstream["resolution"] = up.resolution  # written only where not its source's default
     tls = {
         "enabled": up.tls.enabled,
         "verify": up.tls.verify,

@@ -38,6 +38,12 @@ class Settings:
     redis_url: str | None = None
     consul_host: str | None = None
     consul_port: int = 8500
+    # Vetted resolution (docs/security.md): the control plane resolves upstream names, every
+    # answer kept for its TTL within [floor, ceiling] seconds, asking ``dns_servers``
+    # (comma-separated addresses, each with an optional :port; empty: /etc/resolv.conf's).
+    dns_ttl_floor: float = 5.0
+    dns_ttl_ceiling: float = 300.0
+    dns_servers: str = ""
     xds_host: str = "127.0.0.1"
     xds_port: int = 18000
     envoy_admin_port: int = 9901
@@ -124,6 +130,9 @@ ENV_NAMES: Mapping[str, str] = {
     "redis_url": "REDIS_URL",
     "consul_host": "CONSUL_HOST",
     "consul_port": "CONSUL_PORT",
+    "dns_ttl_floor": "INTEGRATION_SERVICE_DNS_TTL_FLOOR",
+    "dns_ttl_ceiling": "INTEGRATION_SERVICE_DNS_TTL_CEILING",
+    "dns_servers": "INTEGRATION_SERVICE_DNS_SERVERS",
     "xds_host": "INTEGRATION_SERVICE_XDS_HOST",
     "xds_port": "INTEGRATION_SERVICE_XDS_PORT",
     "envoy_admin_port": "INTEGRATION_SERVICE_ENVOY_ADMIN_PORT",
@@ -200,6 +209,8 @@ def _convert(name: str, raw: Any, origin: str) -> Any:
             return str(raw).strip().lower()
         if name == "log_format" and str(raw) not in ("json", "console"):
             raise ValueError
+        if name == "dns_servers" and isinstance(raw, list):
+            return ",".join(str(x).strip() for x in raw)
         if name == "log_level":
             return str(raw).upper()
         return str(raw)

@@ -8,7 +8,8 @@ from aiohttp import web
 from control_plane.api.integrations import endpoint_of
 from control_plane.api.lookup import integration_of
 from control_plane.api.openapi.spec import ok, operation, response
-from control_plane.keys import EVENTS, PIPELINE, SIDECAR, XDS_CACHE
+from control_plane.discovery.dns import resolution_status
+from control_plane.keys import DNS_RESOLVER, EVENTS, PIPELINE, SIDECAR, XDS_CACHE
 from control_plane.xds.config_state import integration_config
 
 __all__ = ["routes"]
@@ -22,7 +23,9 @@ routes = web.RouteTableDef()
     "health",
     "Configuration state",
     "Whether Envoy ACKed, is yet to answer, or NACKed (with its error text) the "
-    "configuration carrying this integration; its listen port; enabled.",
+    "configuration carrying this integration; its listen port; enabled; and, for a host "
+    "name the control plane resolves (vetted resolution), the addresses it serves and "
+    "those it refused, with the SSRF rule.",
     {"200": ok("IntegrationStatus", "Status"), "404": response("NotFound")},
     params=["IntegrationId"],
 )
@@ -37,6 +40,8 @@ async def status(request: web.Request) -> web.Response:
             "endpoint": endpoint_of(item),
             "registry_version": item.version,
             "source": item.source,
+            # Vetted resolution: the name, the addresses served and refused (and why).
+            "resolution": resolution_status(request.app.get(DNS_RESOLVER), item),
             "config": integration_config(
                 request.app[XDS_CACHE],
                 request.app[SIDECAR].node_id,

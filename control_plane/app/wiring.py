@@ -23,6 +23,7 @@ from control_plane.api.middleware import correlation_middleware, errors_middlewa
 from control_plane.api.routes import ROUTE_TABLES
 from control_plane.app.accesslogs import install_access_logs
 from control_plane.app.consul import install_consul
+from control_plane.app.dns import install_dns
 from control_plane.app.events import install_events
 from control_plane.app.security import install_security
 from control_plane.keys import (
@@ -182,6 +183,7 @@ def create_app(
     app.cleanup_ctx.append(_prober_ctx)
     install_security(app, settings, os.environ if environ is None else environ)
     install_events(app)  # after the store/registry contexts: started later, stopped sooner
+    install_dns(app)  # vetted resolution: hears each registry view before the pipeline
     install_consul(app)  # last: registered when all is up, deregistered first on shutdown
     for table in ROUTE_TABLES:
         app.add_routes(table)

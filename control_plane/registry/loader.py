@@ -50,7 +50,9 @@ def _ref(value: str | None) -> CredentialRef | None:
     return CredentialRef(value) if value else None
 
 
-def _upstream(raw: str | Mapping[str, Any], kind: str, settings: Mapping[str, Any]) -> Upstream:
+def _upstream(
+    raw: str | Mapping[str, Any], kind: str, settings: Mapping[str, Any], source: Source
+) -> Upstream:
     spec = ADAPTERS[kind]
     http_transport = spec.protocol_for(settings) == "http"
     default_scheme = spec.default_scheme
@@ -83,6 +85,7 @@ def _upstream(raw: str | Mapping[str, Any], kind: str, settings: Mapping[str, An
         discovery=body.get("discovery", "dns"),
         consul_service=body.get("consul_service"),
         url=url,
+        resolution=body.get("resolution") or ("vetted" if source == "registered" else "envoy"),
     )
 
 
@@ -161,7 +164,7 @@ def integration_from_document(
         description=doc.get("description", ""),
         enabled=doc.get("enabled", True),
         labels=dict(doc.get("labels", {})),
-        upstream=_upstream(doc["upstream"], kind, settings),
+        upstream=_upstream(doc["upstream"], kind, settings, source),
         listen_port=doc.get("listen_port"),
         credentials={k: CredentialRef(v) for k, v in doc.get("credentials", {}).items()},
         policies=_policies(doc.get("policies", {}), rules or {}),
@@ -329,10 +332,26 @@ def load_integrations_file(path: Path, rules: RateRules | None = None) -> list[I
     return parse_integrations_text(text, str(path), rules)
 
 
+def _resolution_problems(data: Any) -> list[Problem]:
+    """An API registration's names are resolved by the control plane (docs/security.md,
+    "Vetted resolution"): Envoy resolving them would reopen DNS rebinding."""
+    upstream = data.get("upstream") if isinstance(data, dict) else None
+    if not isinstance(upstream, dict) or upstream.get("resolution") != "envoy":
+        return []
+    return [
+        Problem(
+            "/upstream/resolution",
+            "resolution 'envoy' is for integrations declared in the integrations file",
+            "remove it (API registrations are always vetted), or declare the integration",
+        )
+    ]
+
+
 def validate_integration_document(data: Any, rules: RateRules | None = None) -> list[Problem]:
     """Problems of one API document (pointers relative to the body); empty when valid."""
     doc = MarkedDocument(data=data, file="<request body>")
     problems = schema_problems(doc, integration_schema())
+    problems.extend(_resolution_problems(data))
     if not problems and isinstance(data, dict):
         wrapped = MarkedDocument(data={"integrations": [data]}, file="<request body>")
         for problem in _semantic_problems(wrapped, [data], rules or {}):

@@ -75,6 +75,13 @@ _UPSTREAM: dict[str, Any] = {
                 "tls": _TLS,
                 "discovery": {"enum": ["dns", "static", "consul"]},
                 "consul_service": {"type": "string", "minLength": 1},
+                "resolution": {
+                    "enum": ["vetted", "envoy"],
+                    "description": "who resolves a host name: the control plane, serving only "
+                    "addresses the SSRF rules accept (vetted; the default for API "
+                    "registrations, the only choice there), or Envoy (envoy; the default for "
+                    "declared integrations)",
+                },
             },
             "anyOf": [{"required": ["url"]}, {"required": ["host"]}],
         },

@@ -51,6 +51,7 @@ from control_plane.xds.translate import (
     check_ports,
     translate,
 )
+from control_plane.xds.translate.endpoints import vetted_name
 
 __all__ = ["ConfigPipeline", "Generations", "PipelineState"]
 
@@ -140,6 +141,8 @@ class ConfigPipeline:
         self.cache_root = data_dir / "http-cache"
         self.access_log_dir = data_dir / "access-logs" if access_logs else None
         self.endpoints: dict[str, Sequence[tuple[str, int]]] = {}
+        # Vetted resolution: accepted addresses by host name (``set_resolved``).
+        self.resolved: dict[str, tuple[str, ...]] = {}
         self.state = PipelineState()
         self._view: RegistryView | None = None
         # Per-integration translations of the snapshot being served, and that snapshot.
@@ -154,6 +157,7 @@ class ConfigPipeline:
             cache_generations=dict(self.generations.cache),
             access_log_dir=str(self.access_log_dir.resolve()) if self.access_log_dir else None,
             endpoints=dict(self.endpoints),
+            resolved=dict(self.resolved),
         )
 
     def cache_path(self, integration_id: str) -> Path:
@@ -242,7 +246,9 @@ class ConfigPipeline:
         """
         options = self.options()
         # Facts that apply to every integration; a change of any of them redoes them all.
-        shared = dataclasses.replace(options, generations={}, cache_generations={}, endpoints={})
+        shared = dataclasses.replace(
+            options, generations={}, cache_generations={}, endpoints={}, resolved={}
+        )
         enabled = sorted(view.enabled(), key=lambda i: i.id)
         check_ports(enabled)
         resources: Resources = {CLUSTER: {}, ENDPOINT: {}, LISTENER: {}, ROUTE: {}, SECRET: {}}
@@ -255,6 +261,7 @@ class ConfigPipeline:
                 options.generations.get(item.id, 0),
                 options.cache_generations.get(item.id, 0),
                 tuple(options.endpoints.get(item.id, ())),
+                tuple(options.resolved.get(vetted_name(item) or "", ())),
                 shared,
             )
             kept = self._translations.get(item.id)
@@ -325,3 +332,22 @@ class ConfigPipeline:
     def set_endpoints(self, integration_id: str, endpoints: Sequence[tuple[str, int]]) -> None:
         self.endpoints[integration_id] = tuple(endpoints)
         self.apply_current()
+
+    def set_resolved(
+        self, changes: Mapping[str, Sequence[str]], pending_view: int | None = None
+    ) -> None:
+        """Vetted resolution: the accepted addresses of each name in ``changes`` (none: the
+        name's integrations get an EDS assignment without endpoints), in one apply.
+
+        ``pending_view``: the generation of a registry view the resolver saw before the
+        pipeline (a registry listener ahead of ``apply``); the apply is left to ``apply`` of
+        that view, unless the pipeline has already seen it.
+        """
+        for name, addresses in changes.items():
+            if addresses:
+                self.resolved[name] = tuple(addresses)
+            else:
+                self.resolved.pop(name, None)
+        seen = self._view.generation if self._view is not None else -1
+        if pending_view is None or seen >= pending_view:
+            self.apply_current()

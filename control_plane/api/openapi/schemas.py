@@ -61,6 +61,7 @@ def _integration() -> Schema:
             "url": STRING,
             "discovery": {"enum": ["dns", "static", "consul"]},
             "consul_service": STRING,
+            "resolution": {"enum": ["vetted", "envoy"]},
             "tls": {"type": "object"},
         },
     )
@@ -161,9 +162,38 @@ def _status() -> Schema:
             "endpoint": STRING,
             "registry_version": INTEGER,
             "source": {"enum": ["declared", "registered"]},
+            "resolution": schema_ref("Resolution"),
             "config": config,
         }
     )
+
+
+def _resolution() -> Schema:
+    vetted = all_required(
+        {
+            "mode": {"const": "vetted"},
+            "name": STRING,
+            "addresses": {
+                "type": "array",
+                "items": STRING,
+                "description": "served to Envoy (the last good set); empty: requests get 503",
+            },
+            "refused": {
+                "type": "array",
+                "items": all_required({"address": STRING, "rule": STRING}),
+                "description": "addresses of the last answer the SSRF rules refused",
+            },
+            "ttl": {"type": ["number", "null"]},
+            "last_refresh": TIMESTAMP,
+            "next_refresh": TIMESTAMP,
+            "error": NULLABLE_STRING,
+        }
+    )
+    envoy = all_required({"mode": {"const": "envoy"}, "name": STRING})
+    return {
+        "description": "who resolves the upstream host name; null for an address or Consul",
+        "oneOf": [{"type": "null"}, vetted, envoy],
+    }
 
 
 def _probe_result() -> Schema:
@@ -275,6 +305,7 @@ def component_schemas() -> dict[str, Schema]:
         ),
         "XdsTypeStatus": _type_status(),
         "IntegrationStatus": _status(),
+        "Resolution": _resolution(),
         "ProbeResult": _probe_result(),
         "IntegrationProbe": _integration_probe(),
         "IntegrationHealth": _integration_health(),

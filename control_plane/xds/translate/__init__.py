@@ -18,7 +18,7 @@ from adapters import adapter_for
 from control_plane.model import Integration
 from control_plane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from control_plane.xds.translate.clusters import cache_fill_cluster, cluster, token_cluster
-from control_plane.xds.translate.endpoints import load_assignment
+from control_plane.xds.translate.endpoints import load_assignment, vetted_assignment, vetted_name
 from control_plane.xds.translate.listeners import cache_fill_listener, listener
 from control_plane.xds.translate.options import (
     Resources,
@@ -101,6 +101,10 @@ def translate(
             if not endpoints:
                 book.warnings.append(f"{item.id}: no endpoints discovered yet; requests get 503")
             resources[ENDPOINT][item.id] = load_assignment(item.id, endpoints)
+        elif (name := vetted_name(item)) is not None:
+            if not options.resolved.get(name):
+                book.warnings.append(f"{item.id}: no vetted address for {name}; requests get 503")
+            resources[ENDPOINT][item.id] = vetted_assignment(item, name, options)
         resources[LISTENER][item.id] = listener(item, protocol, options)
         if protocol == "http":
             resources[ROUTE][item.id] = route_configuration(item)

@@ -4,7 +4,10 @@ Discovery: an IP literal is ``STATIC``; a hostname of an HTTP (SaaS) upstream is
 ``LOGICAL_DNS`` -- Envoy's recommendation for large web services behind DNS: it connects to
 the first address of the latest answer and keeps connections across DNS rotation; a
 hostname of a TCP upstream (database, Redis, SMTP) is ``STRICT_DNS`` (every address is a
-host); ``discovery: consul`` is ``EDS`` over ADS.
+host); ``discovery: consul`` is ``EDS`` over ADS. Those DNS types are for names under
+``resolution: envoy`` only: a vetted name (the default for API registrations) is ``EDS``
+too, fed the addresses the control plane resolved and checked. TLS is the same either way:
+SNI and the certificate's SAN check use the configured name, never an address.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2  # type: ignore[import-untyped]
 
 from control_plane.model import Integration
-from control_plane.xds.translate.endpoints import load_assignment
+from control_plane.xds.translate.endpoints import load_assignment, vetted_name
 from control_plane.xds.translate.http_filters import (
     cache_fill_address,
     cache_fill_name,
@@ -128,7 +131,7 @@ def _tls_context(item: Integration, options: TranslateOptions, book: SecretBook)
 def _discovery(item: Integration, protocol: str) -> tuple[int, bool]:
     """(cluster type, needs DNS settings) for the integration's upstream."""
     up = item.upstream
-    if up.discovery == "consul":
+    if up.discovery == "consul" or vetted_name(item) is not None:
         return cluster_pb2.Cluster.EDS, False
     if is_ip(up.host):
         return cluster_pb2.Cluster.STATIC, False

@@ -1,9 +1,11 @@
-"""``ClusterLoadAssignment`` resources (EDS) for ``discovery: consul`` integrations.
+"""``ClusterLoadAssignment`` resources (EDS): ``discovery: consul`` and vetted names.
 
-Hostname and IP upstreams carry their single endpoint inline in the cluster; only service
-catalog upstreams change membership at run time and go through EDS, so a Consul update
-re-sends one small assignment instead of the cluster (which would reset its connection
-pools and outlier state).
+IP upstreams, and host names Envoy resolves itself (``resolution: envoy``), carry their
+endpoint inline in the cluster. Service catalog upstreams change membership at run time and
+go through EDS, so a Consul update re-sends one small assignment instead of the cluster
+(which would reset its connection pools and outlier state). So do host names under vetted
+resolution: the control plane resolves them, keeps the addresses the SSRF rules accept
+(``control_plane.discovery.dns``) and serves exactly those; Envoy never resolves the name.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from typing import Any
 from envoy.config.core.v3 import address_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
-__all__ = ["load_assignment"]
+from control_plane.model import Integration
+from control_plane.xds.translate.messages import is_ip
+from control_plane.xds.translate.options import TranslateOptions
+
+__all__ = ["load_assignment", "vetted_assignment", "vetted_name"]
 
 
 def load_assignment(cluster: str, endpoints: Sequence[tuple[str, int]]) -> Any:
@@ -37,4 +43,21 @@ def load_assignment(cluster: str, endpoints: Sequence[tuple[str, int]]) -> Any:
                 ]
             )
         ],
+    )
+
+
+def vetted_name(item: Integration) -> str | None:
+    """The host name the control plane resolves for ``item`` (lower case, no trailing dot),
+    or None: Envoy resolves it (``resolution: envoy``), it is an address, or Consul."""
+    up = item.upstream
+    if up.resolution != "vetted" or up.discovery == "consul":
+        return None
+    name = up.host.strip().rstrip(".").lower()
+    return None if not name or is_ip(name.strip("[]")) else name
+
+
+def vetted_assignment(item: Integration, name: str, options: TranslateOptions) -> Any:
+    """The accepted addresses of ``name`` at the integration's port (none: requests 503)."""
+    return load_assignment(
+        item.id, [(address, item.upstream.port) for address in options.resolved.get(name, ())]
     )

@@ -39,6 +39,10 @@ class TranslateOptions:
     access_log_dir: str | None = None
     # Endpoints of ``discovery: consul`` integrations, keyed by integration id.
     endpoints: Mapping[str, Sequence[tuple[str, int]]] = field(default_factory=dict)
+    # Vetted resolution: the addresses the control plane accepted for each host name it
+    # resolves (``endpoints.vetted_name``), keyed by that name. Keyed by name, not by id, so
+    # an integration whose host changes is never served the old name's addresses.
+    resolved: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

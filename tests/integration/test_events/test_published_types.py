@@ -14,12 +14,17 @@ from collections.abc import Mapping
 import pytest
 
 from adapters.probes.result import ProbeResult
+from control_plane.app.dns import refusal_publisher
 from control_plane.cloudevents import envelope_problems
+from control_plane.discovery.dns import DnsAnswer, VettedResolver
 from control_plane.events.bus import Message
 from control_plane.events.redis_bus import RedisBus
 from control_plane.events.relay import EventPublisher, OutboxRelay
 from control_plane.events.watchers import EnvoyStatsWatcher, HealthPublisher, nack_listener
+from control_plane.model import Integration
+from control_plane.registry.loader import integration_from_document
 from control_plane.registry.service import RegistryService
+from control_plane.security.ssrf import Allowlist
 from control_plane.xds.status import XdsStatus
 from tests.support.waiting import wait_until
 
@@ -33,6 +38,7 @@ PUBLISHED = [
     "integration.circuit_breaker_opened",
     "integration.circuit_breaker_closed",
     "integration.config_rejected",
+    "integration.resolution_refused",
     "integration.deregistered",
 ]
 
@@ -99,6 +105,20 @@ async def test_subscriber_sees_every_type(redis_url: str, registry: RegistryServ
             "Error adding/updating listener(s) pay: malformed IP address: 1.2.3",
             13,
         )
+
+        # Vetted resolution of a name answering the metadata address (no network: the
+        # lookup is a stand-in; tests/integration/test_discovery has the real DNS).
+        async def rebinding(name: str) -> DnsAnswer:
+            return DnsAnswer(("169.254.169.254",), 30.0)
+
+        resolver = VettedResolver(
+            rebinding, Allowlist(), lambda *_: None, on_refused=refusal_publisher(publisher)
+        )
+        vetted = integration_from_document(
+            {**doc, "upstream": "https://pay.example"}, source="registered"
+        )
+        await resolver.apply(_OneView(vetted))
+
         await publisher.close()
         await registry.delete("pay")
 
@@ -125,7 +145,18 @@ async def test_subscriber_sees_every_type(redis_url: str, registry: RegistryServ
     assert isinstance(rejected, dict)
     assert rejected["error"].startswith("Error adding/updating listener(s) pay")
     assert rejected["integrations"] == ["pay"] and rejected["rejected_version"] == "v7"
+    refused = by_type["integration.resolution_refused"]["data"]
+    assert isinstance(refused, dict) and refused["name"] == "pay.example"
+    assert refused["refused"] == [{"address": "169.254.169.254", "rule": "metadata"}]
     assert len({e["id"] for e in seen}) == len(seen), "unique ids"
+
+
+class _OneView:
+    def __init__(self, item: Integration) -> None:
+        self.item = item
+
+    def enabled(self) -> list[Integration]:
+        return [self.item]
 
 
 def _breaker(ejected: int) -> dict[str, float]:
