@@ -32,7 +32,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from bench.registry_docs import document
 from control_plane.model import Integration
 from control_plane.registry.loader import integration_from_document
-from control_plane.registry.service import RegistryView
+from control_plane.registry.view import RegistryView
 from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.pipeline import ConfigPipeline
 from control_plane.xds.resources import ADS_ORDER, CLUSTER, LISTENER

@@ -102,7 +102,7 @@ def measure(n: int, repeats: int) -> dict[str, Any]:
 def _pipeline(items: list[Any], changes: int = 9) -> tuple[float, list[float]]:
     """The control plane's pipeline: first snapshot, then ``changes`` one-integration edits."""
     from control_plane.registry.loader import integration_from_document
-    from control_plane.registry.service import RegistryView
+    from control_plane.registry.view import RegistryView
     from control_plane.xds.cache import SnapshotCache
     from control_plane.xds.pipeline import ConfigPipeline
 

@@ -23,6 +23,8 @@ class Problem:
     file: str | None = None
     line: int | None = None
     column: int | None = None
+    # The policy rule that refused it (credential grants, SSRF), when one did.
+    rule: str | None = None
 
     def render(self) -> str:
         where = self.file or "<document>"
@@ -40,6 +42,8 @@ class Problem:
         if self.line is not None:
             out["line"] = self.line
             out["column"] = self.column
+        if self.rule is not None:
+            out["rule"] = self.rule
         return out
 
 

@@ -74,6 +74,10 @@ class Settings:
     api_rate_burst: int = 100
     metrics_auth: bool = False
     upstream_allowlist: str = ""
+    # Credential governance (docs/security.md): the operator's secret grants, and the
+    # directories ``file:`` references may name (comma-separated; a Secret mount).
+    grants_file: Path = Path("config/grants.yaml")
+    file_roots: str = "/var/run/secrets/integrations"
     # Periodic probes through the sidecar (control_plane.probing.runner.ProbeSchedule).
     probe_enabled: bool = True
     probe_interval: float = 30.0
@@ -83,6 +87,9 @@ class Settings:
     # Replicas: a full re-read of the shared store at least this often (seconds), beside the
     # PostgreSQL notifications and Redis events that trigger one at once.
     registry_resync_interval: float = 30.0
+
+    def file_root_paths(self) -> tuple[Path, ...]:
+        return tuple(Path(p.strip()) for p in self.file_roots.split(",") if p.strip())
 
     def reserved_ports(self) -> dict[int, str]:
         """Ports this service itself listens on (0, an ephemeral port, reserves nothing):
@@ -158,6 +165,8 @@ ENV_NAMES: Mapping[str, str] = {
     "api_rate_burst": "INTEGRATION_SERVICE_API_RATE_BURST",
     "metrics_auth": "INTEGRATION_SERVICE_METRICS_AUTH",
     "upstream_allowlist": "INTEGRATION_SERVICE_UPSTREAM_ALLOWLIST",
+    "grants_file": "INTEGRATION_SERVICE_GRANTS_FILE",
+    "file_roots": "INTEGRATION_SERVICE_FILE_ROOTS",
     "probe_enabled": "INTEGRATION_SERVICE_PROBE_ENABLED",
     "probe_interval": "INTEGRATION_SERVICE_PROBE_INTERVAL",
     "probe_timeout": "INTEGRATION_SERVICE_PROBE_TIMEOUT",
@@ -201,7 +210,7 @@ def _convert(name: str, raw: Any, origin: str) -> Any:
             return value
         if isinstance(default, Path):
             return Path(str(raw))
-        if name == "upstream_allowlist" and isinstance(raw, list):
+        if name in ("upstream_allowlist", "file_roots") and isinstance(raw, list):
             return ",".join(str(x).strip() for x in raw)
         if name == "auth":
             if str(raw).strip().lower() not in ("enabled", "disabled"):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from control_plane.api.caller import WARNINGS, principal_of
 from control_plane.keys import REGISTRY, SECURITY
 from control_plane.model import Integration
+from control_plane.problems import Problem, RegistryError
+from control_plane.registry.credential_policy import raw_upstream
 from control_plane.security.context import SecurityProblem
 from control_plane.security.ssrf import ALLOWED_SCHEMES, SsrfRefused
 
@@ -31,9 +32,11 @@ async def admit_integration(
     """The integration to store (tenant filled in for tenant-scoped callers), built from
     ``document`` once; ``current`` is the one an update replaces (its id is kept).
 
-    Raises :class:`SecurityProblem`: 403 for another tenant, 422 naming the SSRF rule;
-    :class:`RegistryError` with every problem of an invalid document (an update of a
-    declared integration: :class:`DeclaredConflict` first).
+    Raises :class:`SecurityProblem`: 403 for another tenant, 422 naming the SSRF rule
+    when that is the only refusal; :class:`RegistryError` with every problem otherwise —
+    the schema's, the ports', the credential policy's (grants, reserved references, file
+    roots) and the SSRF guard's together (an update of a declared integration:
+    :class:`DeclaredConflict` first).
     """
     out = dict(document)
     principal = principal_of(request)
@@ -46,19 +49,37 @@ async def admit_integration(
                 f"integrations of tenant {tenant!r} cannot be written with them",
             )
     _check_scheme(out.get("upstream"))
-    item = request.app[REGISTRY].parse(out, replacing=current.id if current else None)
+    item, problems = request.app[REGISTRY].check(out, replacing=current.id if current else None)
     security = request.app.get(SECURITY)
-    if security is None:
-        return item
-    up = item.upstream
-    try:
-        warnings = await security.guard.check(up.scheme, up.host, up.port)
-    except SsrfRefused as exc:
+    refused: SsrfRefused | None = None
+    target = (
+        (item.upstream.scheme, item.upstream.host, item.upstream.port)
+        if item is not None
+        else raw_upstream(out.get("upstream"))  # an invalid document: judged all the same
+    )
+    if security is not None and target is not None:
+        try:
+            warnings = await security.guard.check(*target)
+        except SsrfRefused as exc:
+            refused = exc
+        else:
+            if warnings:
+                request.setdefault(WARNINGS, []).extend(warnings)
+    if refused is not None:
+        # The SSRF problem type (its rule on top, as clients expect), with every other
+        # refusal of the document beside it in ``errors``: schema, ports, grants.
+        ssrf = Problem("/upstream", refused.detail, "choose an allowed upstream", rule=refused.rule)
+        others = f"; and {len(problems)} more problem(s), see errors" if problems else ""
         raise SecurityProblem(
-            422, exc.detail, type_=SSRF_PROBLEM, rule=exc.rule, pointer="/upstream"
-        ) from None
-    if warnings:
-        request.setdefault(WARNINGS, []).extend(warnings)
+            422,
+            refused.detail + others,
+            type_=SSRF_PROBLEM,
+            rule=refused.rule,
+            pointer="/upstream",
+            errors=[p.as_dict() for p in [ssrf, *problems]],
+        )
+    if problems or item is None:
+        raise RegistryError(problems, "invalid integration")
     return item
 
 
@@ -69,7 +90,9 @@ def _check_scheme(upstream: Any) -> None:
         return
     schemes = [body.get("scheme")]
     if isinstance(body.get("url"), str) and "://" in body["url"]:
-        schemes.append(urlsplit(body["url"]).scheme.lower())
+        # The scheme is what precedes "://"; urlsplit would also judge the rest (and raise
+        # on a malformed IPv6 literal, which the schema reports).
+        schemes.append(body["url"].split("://", 1)[0].lower())
     for scheme in schemes:
         if isinstance(scheme, str) and scheme not in ALLOWED_SCHEMES:
             raise SecurityProblem(

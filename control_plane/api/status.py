@@ -9,7 +9,7 @@ from control_plane.api.integrations import endpoint_of
 from control_plane.api.lookup import integration_of
 from control_plane.api.openapi.spec import ok, operation, response
 from control_plane.discovery.dns import resolution_status
-from control_plane.keys import DNS_RESOLVER, EVENTS, PIPELINE, SIDECAR, XDS_CACHE
+from control_plane.keys import DNS_RESOLVER, EVENTS, PIPELINE, REGISTRY, SIDECAR, XDS_CACHE
 from control_plane.xds.config_state import integration_config
 
 __all__ = ["routes"]
@@ -50,5 +50,11 @@ async def status(request: web.Request) -> web.Response:
             ),
             # Calls reported by other services' ``agent.executed`` events, per tenant.
             "usage": events.usage.for_integration(item.id) if events else {},
+            # References whose values the credential policy keeps out of Envoy (a grant
+            # narrowed or removed, a file outside the roots): reference and rule only.
+            "credentials_withheld": {
+                ref: {"rule": why.rule, "reason": why.message}
+                for ref, why in sorted(request.app[REGISTRY].policy.withheld(item).items())
+            },
         }
     )

@@ -42,6 +42,8 @@ from control_plane.keys import (
 from control_plane.observability.logging import configure_logging
 from control_plane.probing.book import ProbeBook
 from control_plane.probing.runner import Prober, ProbeSchedule, running_prober
+from control_plane.registry.credential_policy import CredentialPolicy
+from control_plane.registry.grants import GrantsFile
 from control_plane.registry.service import RegistryService
 from control_plane.settings import Settings
 from control_plane.sidecar.accesslog import CacheLedger
@@ -135,6 +137,13 @@ async def _config_acked(app: web.Application) -> dict[str, object]:
     return node_config(app[XDS_CACHE], app[SETTINGS].envoy_node_id, app[PIPELINE].state)
 
 
+def credential_policy(settings: Settings) -> CredentialPolicy:
+    """The policy's parts the settings give: file roots, and the reference the admin-key
+    setting names (reserved like the service's own variables)."""
+    reserved = frozenset({settings.admin_key} if settings.admin_key else ())
+    return CredentialPolicy(file_roots=settings.file_root_paths(), reserved=reserved)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -162,6 +171,7 @@ def create_app(
         port_range=settings.listen_port_range,
         reserved_ports=settings.reserved_ports(),
         precheck=app[PIPELINE].precheck,
+        grants=GrantsFile(settings.grants_file, credential_policy(settings)),
     )
     app[PROBES] = ProbeBook()
     app[PROBER] = Prober(
@@ -169,6 +179,7 @@ def create_app(
         environ=env,
         schedule=ProbeSchedule.from_settings(settings),
         admin=lambda: app[SIDECAR].admin(timeout=2.0),
+        policy=lambda: app[REGISTRY].policy,
     )
     app[SIDECAR] = SidecarLink(settings.envoy_node_id, settings.envoy_admin_port)
     checks: dict[str, health.Check] = {"envoy": _envoy_ready, "config": _config_acked}

@@ -13,8 +13,10 @@ from typing import Any
 
 import yaml
 
+from control_plane.app.wiring import credential_policy
 from control_plane.model import to_document
 from control_plane.problems import RegistryError
+from control_plane.registry.grants import GrantsFile
 from control_plane.registry.loader import load_integrations_file, load_rate_limits
 from control_plane.settings import load_settings
 
@@ -88,7 +90,10 @@ def _validate(args: argparse.Namespace) -> int:
     file = args.file or settings.integrations_file
     try:
         rules = load_rate_limits(_rules_path(args, settings.rate_limits_file))
-        items = load_integrations_file(file, rules)
+        # The credential policy of the service (reserved references, file roots, grants).
+        grants = GrantsFile(settings.grants_file, credential_policy(settings))
+        grants.load()
+        items = load_integrations_file(file, rules, grants.policy)
     except RegistryError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_INVALID
@@ -106,7 +111,10 @@ def _render(args: argparse.Namespace) -> int:
         return EXIT_OK
     try:
         rules = load_rate_limits(_rules_path(args, settings.rate_limits_file))
-        items = load_integrations_file(file, rules)
+        # The credential policy of the service (reserved references, file roots, grants).
+        grants = GrantsFile(settings.grants_file, credential_policy(settings))
+        grants.load()
+        items = load_integrations_file(file, rules, grants.policy)
     except RegistryError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_INVALID

@@ -26,8 +26,9 @@ from adapters.probes.result import HealthState, ProbeResult
 from control_plane.model import CredentialRef, Integration
 from control_plane.observability.logging import scrub
 from control_plane.probing.book import ProbeBook
+from control_plane.registry.credential_policy import CredentialPolicy
 from control_plane.registry.credentials import resolve_credentials
-from control_plane.registry.service import RegistryView
+from control_plane.registry.view import RegistryView
 from control_plane.settings import Settings
 from control_plane.sidecar.admin import EnvoyAdmin, EnvoyAdminError
 
@@ -114,8 +115,12 @@ class Prober:
         sidecar_host: str = "127.0.0.1",
         admin: AdminFactory | None = None,
         probes: Callable[[str], Probe] = probe_for,
+        policy: Callable[[], CredentialPolicy] | None = None,
     ) -> None:
         self.book = book
+        # The credential policy in force (the registry's): a probe uses no value the
+        # policy withholds from the integration, exactly like Envoy.
+        self._policy = policy
         self.environ = environ
         self.schedule = schedule or ProbeSchedule()
         self.sidecar_host = sidecar_host
@@ -126,7 +131,8 @@ class Prober:
 
     # -- one probe -----------------------------------------------------------------------
     def _resolver(self, item: Integration) -> Callable[[CredentialRef], str | None]:
-        resolved = resolve_credentials([item], self.environ).values
+        policy = self._policy() if self._policy is not None else None
+        resolved = resolve_credentials([item], self.environ, policy).values_for(item)
         return lambda ref: resolved.get(ref.ref)
 
     async def _envoy_counters(self, item: Integration) -> dict[str, float] | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from control_plane.model import Integration
 from control_plane.observability.logging import register_secret
+from control_plane.registry.credential_policy import CredentialPolicy
 
 __all__ = ["ResolvedCredentials", "resolve_credentials"]
 
@@ -21,14 +22,36 @@ __all__ = ["ResolvedCredentials", "resolve_credentials"]
 class ResolvedCredentials:
     values: Mapping[str, str] = field(default_factory=dict)
     missing: Mapping[str, str] = field(default_factory=dict)  # ref -> why
+    # integration id -> {ref: why}: references the policy refuses for that integration;
+    # their values are not given to it (a reference may be granted to one tenant only).
+    withheld: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def values_for(self, item: Integration) -> Mapping[str, str]:
+        """The values ``item`` may use: every resolved one but those withheld from it."""
+        refused = self.withheld.get(item.id)
+        if not refused:
+            return self.values
+        return {ref: value for ref, value in self.values.items() if ref not in refused}
 
 
 def resolve_credentials(
-    items: Iterable[Integration], environ: Mapping[str, str]
+    items: Iterable[Integration],
+    environ: Mapping[str, str],
+    policy: CredentialPolicy | None = None,
 ) -> ResolvedCredentials:
+    """Read the values of the references ``items`` name, and only of those the
+    ``policy`` allows at least one of them (checked again now: a symlink re-pointed since
+    registration, or a narrowed grant, withholds the value)."""
     values: dict[str, str] = {}
     missing: dict[str, str] = {}
-    for ref in sorted({r.ref for item in items for r in item.credential_refs()}):
+    withheld: dict[str, dict[str, str]] = {}
+    wanted: set[str] = set()
+    for item in items:
+        refused = policy.withheld(item) if policy is not None else {}
+        if refused:
+            withheld[item.id] = {ref: f"{r.rule}: {r.message}" for ref, r in refused.items()}
+        wanted.update(r.ref for r in item.credential_refs() if r.ref not in refused)
+    for ref in sorted(wanted):
         scheme, target = ref.split(":", 1)
         if scheme == "env":
             value = environ.get(target)
@@ -37,7 +60,8 @@ def resolve_credentials(
                 continue
         else:
             try:
-                value = Path(target).read_text(encoding="utf-8")
+                # The real path: the policy judged where the symlinks lead, read that.
+                value = Path(target).resolve().read_text(encoding="utf-8")
             except OSError as exc:
                 missing[ref] = f"cannot read {target}: {exc.strerror}"
                 continue
@@ -45,4 +69,4 @@ def resolve_credentials(
                 value = value.strip()
         register_secret(value)
         values[ref] = value
-    return ResolvedCredentials(values=values, missing=missing)
+    return ResolvedCredentials(values=values, missing=missing, withheld=withheld)

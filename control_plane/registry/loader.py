@@ -7,6 +7,7 @@ rules), each located by file, line, column and JSON pointer.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +28,7 @@ from control_plane.model import (
     Upstream,
 )
 from control_plane.problems import Problem, RegistryError
+from control_plane.registry.credential_policy import CredentialPolicy
 from control_plane.registry.durations import duration_problems, parse_duration
 from control_plane.registry.rate_rules import RateRules, load_rate_limits, resolve_rate_limit
 from control_plane.registry.schema import file_schema, integration_schema
@@ -299,9 +301,11 @@ def _semantic_problems(doc: MarkedDocument, items: list[Any], rules: RateRules) 
 
 
 def parse_integrations_text(
-    text: str, file: str, rules: RateRules | None = None
+    text: str, file: str, rules: RateRules | None = None, policy: CredentialPolicy | None = None
 ) -> list[Integration]:
-    """Validate a whole integrations file; raise with every problem, or return the items."""
+    """Validate a whole integrations file; raise with every problem, or return the items.
+    ``policy``: the credential policy (reserved references, file roots, the bindings of
+    existing grants), whose refusals are problems at the line of the reference."""
     rules = rules or {}
     doc = load_marked(text, file)
     problems = list(doc.problems)
@@ -312,16 +316,33 @@ def parse_integrations_text(
         items = doc.data.get("integrations") if isinstance(doc.data, dict) else None
         if isinstance(items, list):
             problems.extend(_semantic_problems(doc, items, rules))
+    items = (
+        []
+        if problems
+        else [
+            integration_from_document(item, source="declared", rules=rules)
+            for item in doc.data["integrations"]
+        ]
+    )
+    for index, item in enumerate(items if policy is not None else []):
+        assert policy is not None
+        for refused in policy.problems(item):
+            path: tuple[str | int, ...] = (
+                "integrations",
+                index,
+                *refused.pointer.strip("/").split("/"),
+            )
+            located = doc.problem(path, refused.message, refused.fix)
+            problems.append(dataclasses.replace(located, rule=refused.rule))
     if problems:
         problems.sort(key=lambda p: (p.line or 0, p.column or 0))
         raise RegistryError(problems, f"{file} is invalid")
-    return [
-        integration_from_document(item, source="declared", rules=rules)
-        for item in doc.data["integrations"]
-    ]
+    return items
 
 
-def load_integrations_file(path: Path, rules: RateRules | None = None) -> list[Integration]:
+def load_integrations_file(
+    path: Path, rules: RateRules | None = None, policy: CredentialPolicy | None = None
+) -> list[Integration]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -329,7 +350,7 @@ def load_integrations_file(path: Path, rules: RateRules | None = None) -> list[I
             [Problem("", f"cannot read file: {exc.strerror}", "check the path", file=str(path))],
             f"{path} is unreadable",
         ) from exc
-    return parse_integrations_text(text, str(path), rules)
+    return parse_integrations_text(text, str(path), rules, policy)
 
 
 def _resolution_problems(data: Any) -> list[Problem]:

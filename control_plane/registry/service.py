@@ -16,13 +16,13 @@ import dataclasses
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from control_plane.cloudevents import make_event
 from control_plane.model import Integration, to_document
 from control_plane.problems import Problem, RegistryError
+from control_plane.registry.credential_policy import CredentialPolicy
+from control_plane.registry.grants import GrantsFile, newly_withheld
 from control_plane.registry.loader import (
     RateRules,
     integration_from_document,
@@ -31,15 +31,16 @@ from control_plane.registry.loader import (
     validate_integration_document,
 )
 from control_plane.registry.ports import PortPlan
+from control_plane.registry.registry_events import declared_clashes, registry_event, withheld_event
+from control_plane.registry.view import RegistryView, ReloadResult
 from control_plane.store.protocol import (
     ConflictError,
     NotFoundError,
-    OutboxEvent,
     RegistryStore,
     StoredIntegration,
 )
 
-__all__ = ["DeclaredConflict", "RegistryService", "RegistryView", "ReloadResult"]
+__all__ = ["DeclaredConflict", "RegistryService"]
 
 log = logging.getLogger(__name__)
 
@@ -54,28 +55,6 @@ class DeclaredConflict(ConflictError):
     """A mutation aimed at an integration that is managed by the integrations file."""
 
 
-@dataclass(frozen=True, slots=True)
-class RegistryView:
-    """One consistent state of the registry; ``generation`` grows with every change."""
-
-    items: Mapping[str, Integration]
-    generation: int = 0
-    file_error: RegistryError | None = None
-
-    def get(self, integration_id: str) -> Integration | None:
-        return self.items.get(integration_id)
-
-    def enabled(self) -> list[Integration]:
-        return [i for i in self.items.values() if i.enabled]
-
-
-@dataclass(frozen=True, slots=True)
-class ReloadResult:
-    ok: bool
-    changed: bool
-    problems: Sequence[Problem] = field(default_factory=tuple)
-
-
 class RegistryService:
     def __init__(
         self,
@@ -86,12 +65,15 @@ class RegistryService:
         port_range: tuple[int, int] = (10000, 10999),
         reserved_ports: Mapping[int, str] | None = None,
         precheck: Precheck | None = None,
+        grants: GrantsFile | None = None,
     ) -> None:
         self.store = store
         self.precheck = precheck
         self.integrations_file = integrations_file
         self.rate_limits_file = rate_limits_file
         self.ports = PortPlan(port_range, reserved_ports or {})
+        self.grants = grants
+        self._policy = CredentialPolicy()
         self._rules: RateRules = {}
         self._declared: dict[str, Integration] = {}
         self._file_digest: str | None = None
@@ -114,7 +96,9 @@ class RegistryService:
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        """Load the file (raising RegistryError when invalid) and the store."""
+        """Load the files (raising RegistryError when invalid) and the store."""
+        if self.grants is not None:
+            self.grants.load()
         if self.rate_limits_file is not None:
             self._rules = load_rate_limits(self.rate_limits_file)
         if self.integrations_file is not None:
@@ -129,7 +113,7 @@ class RegistryService:
         if not self.integrations_file.exists():
             log.warning("integrations file missing", extra={"file": str(self.integrations_file)})
             return []
-        return load_integrations_file(self.integrations_file, self._rules)
+        return load_integrations_file(self.integrations_file, self._rules, self.policy)
 
     async def reload_file(self, *, force: bool = False) -> ReloadResult:
         """Re-read the integrations file (SIGHUP or change); keep the last good on error."""
@@ -149,7 +133,7 @@ class RegistryService:
                     self._rules = load_rate_limits(self.rate_limits_file)
                 declared = {i.id: i for i in self._load_file()}
                 registered = await self._registered()
-                clash = self._clashes(declared, registered)
+                clash = declared_clashes(str(self.integrations_file), declared, registered)
                 if clash:
                     raise RegistryError(clash, f"{self.integrations_file} is invalid")
                 self._check({**registered, **declared}.values())
@@ -172,29 +156,32 @@ class RegistryService:
         log.info("integrations file reloaded", extra={"declared": len(declared)})
         return ReloadResult(ok=True, changed=True)
 
-    def _clashes(
-        self, declared: Mapping[str, Integration], registered: Mapping[str, Integration]
-    ) -> list[Problem]:
-        file = str(self.integrations_file)
-        return [
-            Problem(
-                f"/integrations/{i}",
-                f"id {ident!r} is already registered through the API",
-                "rename it in the file or delete the registered one first",
-                file=file,
-            )
-            for i, ident in enumerate(declared)
-            if ident in registered
-        ]
-
     async def watch_file(self, interval: float = 1.0) -> None:
-        """Poll the file for changes (content hash); runs until cancelled."""
+        """Poll the files for changes (content hash); runs until cancelled."""
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.reload_file()
+                await self.reload_grants()
             except Exception:  # a watcher must never die
-                log.exception("reloading the integrations file failed")
+                log.exception("reloading the integrations or grants file failed")
+
+    async def reload_grants(self) -> bool:
+        """Re-read the grants file; a narrowed or removed grant withholds the affected
+        credentials from Envoy with the next view, and each affected integration gets an
+        ``integration.credential_withheld`` event (references and rules, never values)."""
+        if self.grants is None:
+            return False
+        before = self.policy
+        if not self.grants.reload():
+            return False
+        async with self._lock:
+            affected = newly_withheld(before, self.policy, self._view.items.values())
+            events = [withheld_event(item, why) for item, why in affected]
+            if events:
+                await self.store.append_events(events)
+            await self._publish(dict(self._view.items))
+        return True
 
     async def refresh(self) -> None:
         """Re-read the store (another replica changed it) and notify when changed."""
@@ -207,15 +194,33 @@ class RegistryService:
         every problem when it is invalid. Done once per write: :meth:`create` and
         :meth:`update` take the result. ``replacing`` (an update) fixes the id, and a
         declared one is refused as read-only before its document's problems are reported."""
+        item, problems = self.check(document, replacing=replacing)
+        if problems or item is None:
+            raise RegistryError(problems, "invalid integration")
+        return item
+
+    def check(
+        self, document: Mapping[str, Any], *, replacing: str | None = None
+    ) -> tuple[Integration | None, list[Problem]]:
+        """(the integration, or None when it cannot be built; every problem of the document:
+        schema, ports and the credential policy together)."""
         if replacing is not None:
             document = {**document, "id": replacing}
         problems = validate_integration_document(document, self._rules)
+        valid = not problems  # only a valid document is built: its references are well formed
         problems.extend(self.ports.problems(document.get("listen_port")))
-        if problems:
-            if replacing is not None:
-                self._refuse_declared(replacing)
-            raise RegistryError(problems, "invalid integration")
-        return integration_from_document(document, source="registered", rules=self._rules)
+        if problems and replacing is not None:
+            self._refuse_declared(replacing)
+        if not valid:
+            return None, [*problems, *self.policy.document_problems(document)]
+        item = integration_from_document(document, source="registered", rules=self._rules)
+        problems.extend(self.policy.problems(item))
+        return item, problems
+
+    @property
+    def policy(self) -> CredentialPolicy:
+        """Which credential references may be used (grants, reserved refs, file roots)."""
+        return self.grants.policy if self.grants is not None else self._policy
 
     def _refuse_declared(self, integration_id: str) -> None:
         if integration_id in self._declared:
@@ -237,7 +242,9 @@ class RegistryService:
             item = item.replace(listen_port=port)
             self._check_with(item)
             # The event carries the version the store is about to assign (creates start at 1).
-            event = self._event("integration.registered", item.replace(version=1), correlation_id)
+            event = registry_event(
+                "integration.registered", item.replace(version=1), correlation_id
+            )
             # The port is claimed first (unique in the store), so two replicas racing for
             # the same port cannot both create; a failed create gives a new claim back.
             await self.store.assign_port(item.id, port)
@@ -278,7 +285,7 @@ class RegistryService:
             item = item.replace(listen_port=port)
             self._check_with(item)
             updated = item.replace(version=expected_version + 1)
-            event = self._event("integration.updated", updated, correlation_id)
+            event = registry_event("integration.updated", updated, correlation_id)
             row = await self.store.update(
                 integration_id, to_document(item, with_meta=False), expected_version, events=[event]
             )
@@ -297,7 +304,7 @@ class RegistryService:
             current = self._view.items.get(integration_id)
             if current is None:
                 raise NotFoundError(f"no integration {integration_id!r}")
-            event = self._event("integration.deregistered", current, correlation_id)
+            event = registry_event("integration.deregistered", current, correlation_id)
             await self.store.delete(integration_id, expected_version, events=[event])
             await self.store.release_port(integration_id)
             items = dict(self._view.items)
@@ -312,17 +319,6 @@ class RegistryService:
         """Would ``item`` translate? Its resources reference only each other, and ports are
         checked by ``PortPlan.choose``, so checking it alone is enough (and cheap)."""
         self._check([item])
-
-    @staticmethod
-    def _event(kind: str, item: Integration, correlation_id: str | None) -> OutboxEvent:
-        envelope = make_event(
-            kind,
-            {"id": item.id, "kind": item.kind, "version": item.version},
-            tenant=item.tenant,
-            correlation_id=correlation_id,
-            subject=item.id,
-        )
-        return OutboxEvent(id=envelope["id"], type=kind, envelope=envelope)
 
     # -- internals -----------------------------------------------------------------------
     def _from_row(self, row: StoredIntegration) -> Integration:
@@ -372,7 +368,10 @@ class RegistryService:
     async def _publish(self, items: Mapping[str, Integration]) -> None:
         """Install ``items`` (ordered by id) as the next view and wake the listeners."""
         self._view = RegistryView(
-            items=items, generation=self._view.generation + 1, file_error=self._file_error
+            items=items,
+            generation=self._view.generation + 1,
+            file_error=self._file_error,
+            policy=self.policy,
         )
         for listener in list(self._listeners):
             result = listener(self._view)

@@ -35,8 +35,8 @@ from google.protobuf import json_format  # type: ignore[import-untyped]
 
 from control_plane.model import Integration
 from control_plane.problems import Problem, RegistryError
-from control_plane.registry.credentials import resolve_credentials
-from control_plane.registry.service import RegistryView
+from control_plane.registry.credentials import ResolvedCredentials, resolve_credentials
+from control_plane.registry.view import RegistryView
 from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.snapshot import InconsistentSnapshot, Snapshot
 from control_plane.xds.translate import (
@@ -46,7 +46,6 @@ from control_plane.xds.translate import (
     ROUTE,
     SECRET,
     Resources,
-    SecretValues,
     TranslateOptions,
     check_ports,
     translate,
@@ -200,14 +199,14 @@ class ConfigPipeline:
         view = self._view
         if view is None:
             return None
-        resolved = resolve_credentials(view.items.values(), self.environ)
+        resolved = resolve_credentials(view.items.values(), self.environ, view.policy)
         if self.access_log_dir is not None:
             self.access_log_dir.mkdir(parents=True, exist_ok=True)
         for item in view.enabled():
             if item.policies.cache.enabled:
                 self.cache_path(item.id).mkdir(parents=True, exist_ok=True)
         try:
-            resources, translation_warnings, fresh = self._translate(view, resolved.values)
+            resources, translation_warnings, fresh = self._translate(view, resolved)
             snapshot = Snapshot.build(resources, previous=self._snapshot)
             self.cache.set_snapshot(snapshot)
         except (ValueError, InconsistentSnapshot) as exc:
@@ -218,6 +217,11 @@ class ConfigPipeline:
             return None
         self._keep(fresh, snapshot)
         warnings = [f"{ref}: {why}" for ref, why in sorted(resolved.missing.items())]
+        warnings.extend(
+            f"{ident}: {ref} withheld ({why})"
+            for ident, refused in sorted(resolved.withheld.items())
+            for ref, why in sorted(refused.items())
+        )
         warnings.extend(translation_warnings)
         for warning in warnings:
             if warning not in self.state.warnings:
@@ -237,7 +241,7 @@ class ConfigPipeline:
         return snapshot
 
     def _translate(
-        self, view: RegistryView, secrets: SecretValues
+        self, view: RegistryView, resolved: ResolvedCredentials
     ) -> tuple[Resources, list[str], dict[str, _Translation | None]]:
         """``translate(view.items)``, reusing the translation of every unchanged integration.
 
@@ -255,6 +259,7 @@ class ConfigPipeline:
         warnings: list[str] = []
         translations: dict[str, _Translation | None] = {}
         for item in enabled:
+            secrets = resolved.values_for(item)  # without what the policy withholds from it
             key = (
                 _definition(item),
                 tuple((r.ref, _fingerprint(secrets.get(r.ref))) for r in item.credential_refs()),

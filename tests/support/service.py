@@ -8,11 +8,13 @@ Kubernetes layout, where Envoy is its own container — or embedded (``embedded=
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,7 +24,26 @@ import aiohttp
 
 from tests.support.ports import free_port
 
-__all__ = ["ServiceProcess"]
+__all__ = ["E2E_GRANTS", "ServiceProcess"]
+
+# The references end-to-end tests register through the API, granted for loopback upstreams.
+E2E_GRANTS = json.dumps(
+    {
+        "grants": [
+            {"ref": f"env:{name}", "tenants": ["*"], "hosts": ["127.0.0.1", "localhost"]}
+            for name in (
+                "E2E_STRIPE_KEY",
+                "E2E_KEY",
+                "E2E_CACHE_KEY",
+                "E2E_EMAIL_KEY",
+                "E2E_AUTH0_ID",
+                "E2E_AUTH0_SECRET",
+                "E2E_BAD",
+                "E2E_BAD_REDIS_PASSWORD",
+            )
+        ]
+    }
+)
 
 
 class ServiceProcess:
@@ -37,6 +58,7 @@ class ServiceProcess:
         xds_port: int | None = None,
         envoy_admin_port: int = 0,
         auth: bool = False,
+        grants: str = E2E_GRANTS,
     ) -> None:
         self.workdir = workdir
         # auth=False disables authentication explicitly (the service says so in a header);
@@ -50,6 +72,8 @@ class ServiceProcess:
         self.rate_limits_file = workdir / "rate_limits.yaml"
         if not self.rate_limits_file.exists():
             self.rate_limits_file.write_text("rules: {}\n")
+        self.grants_file = workdir / "grants.yaml"
+        self.grants_file.write_text(grants)
         self.port = free_port()
         self.xds_port = xds_port or free_port()
         self.envoy_admin_port = envoy_admin_port or (free_port() if embedded else 0)
@@ -87,6 +111,10 @@ class ServiceProcess:
                 # range explicit listen_ports must fall in reaches up to 65535 (auto-assignment
                 # still starts at 10000).
                 "INTEGRATION_SERVICE_LISTEN_PORT_RANGE": "10000-65535",
+                # The grants of the references tests register through the API, and file:
+                # references under the tests' temporary directories.
+                "INTEGRATION_SERVICE_GRANTS_FILE": str(self.grants_file),
+                "INTEGRATION_SERVICE_FILE_ROOTS": tempfile.gettempdir(),
             }
         )
         if self.auth:

@@ -18,7 +18,7 @@ import aiohttp
 from control_plane.sidecar.supervisor import EnvoySupervisor
 from tests.support.envoy import running_envoy
 from tests.support.ports import free_port
-from tests.support.service import ServiceProcess
+from tests.support.service import E2E_GRANTS, ServiceProcess
 
 __all__ = ["Stack", "running_stack"]
 
@@ -65,6 +65,7 @@ async def running_stack(
     ports: Mapping[str, int] | None = None,
     timeout_s: float = 10.0,
     headers: Mapping[str, str] | None = None,
+    grants: str = E2E_GRANTS,
 ) -> AsyncIterator[Stack]:
     """Envoy (in ``workdir/envoy``) and a ready control plane (in ``workdir/cp``).
 
@@ -85,6 +86,7 @@ async def running_stack(
             env=env,
             delta=delta,
             auth=auth,
+            grants=grants,
             xds_port=xds_port,
             envoy_admin_port=int(envoy.admin_url.rsplit(":", 1)[1]),
         )

@@ -16,6 +16,7 @@ __all__ = ["Upstream", "running_upstream"]
 @dataclass
 class Upstream:
     port: int = 0
+    host: str = "127.0.0.1"  # another loopback address (127.0.0.2) stands in for another host
     requests: list[dict[str, Any]] = field(default_factory=list)
     status: int = 200
     delay_s: float = 0.0
@@ -23,7 +24,7 @@ class Upstream:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append(
@@ -46,7 +47,7 @@ async def running_upstream(**options: Any) -> AsyncIterator[Upstream]:
     app.router.add_route("*", "/{tail:.*}", upstream.handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, upstream.host, 0)
     await site.start()
     upstream.port = runner.addresses[0][1]
     try:

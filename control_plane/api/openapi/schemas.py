@@ -154,18 +154,22 @@ def _status() -> Schema:
             "warnings": {"type": "array", "items": STRING},
         }
     )
-    return all_required(
-        {
-            "id": STRING,
-            "enabled": BOOLEAN,
-            "listen_port": {"type": ["integer", "null"]},
-            "endpoint": STRING,
-            "registry_version": INTEGER,
-            "source": {"enum": ["declared", "registered"]},
-            "resolution": schema_ref("Resolution"),
-            "config": config,
-        }
-    )
+    required = {
+        "id": STRING,
+        "enabled": BOOLEAN,
+        "listen_port": {"type": ["integer", "null"]},
+        "endpoint": STRING,
+        "registry_version": INTEGER,
+        "source": {"enum": ["declared", "registered"]},
+        "resolution": schema_ref("Resolution"),
+        "config": config,
+    }
+    withheld = {
+        "type": "object",
+        "description": "References whose values the credential policy keeps out of Envoy",
+        "additionalProperties": all_required({"rule": STRING, "reason": STRING}),
+    }
+    return obj(list(required), {**required, "credentials_withheld": withheld})
 
 
 def _resolution() -> Schema:

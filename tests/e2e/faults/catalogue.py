@@ -24,6 +24,12 @@ FAULTS: dict[str, Fault] = {
         "control plane reconverges to the same snapshot version; no event is published twice.",
         "test_control_plane_kill.py",
     ),
+    "control_plane_sigkill_port0": Fault(
+        "Control plane SIGKILLed under steady traffic with `xds_port: 0` (embedded Envoy)",
+        "The restart binds the xDS port of the previous run again (kept in "
+        "`<data_dir>/xds-port`) and adopts the running Envoy: same pid, zero failed requests.",
+        "test_control_plane_kill_port0.py",
+    ),
     "envoy_sigkill": Fault(
         "Envoy killed (kill -9 of the pid in `<data_dir>/envoy/envoy.pid`, embedded mode)",
         "The supervisor restarts Envoy, which reconverges to the current version; "
@@ -66,6 +72,14 @@ FAULTS: dict[str, Fault] = {
         "is in `/health` (`registry.file_error`) and in the log.",
         "test_bad_config.py",
     ),
+    "access_log_cap": Fault(
+        "Access logs under load with a small cap (64 KiB, checked every 0.5 s), then a "
+        "control-plane SIGKILL",
+        "Each file stays under the cap plus one check interval's writes (renamed, Envoy "
+        "reopens, the renamed file is counted and deleted; at most one rotated file); the "
+        "cache hit/miss counts stay exact, also after the restart.",
+        "test_access_log_cap.py",
+    ),
     "yaml_alias_bomb": Fault(
         "A YAML alias bomb (a few hundred bytes of nested anchors) written to "
         "`integrations.yaml` while running",
@@ -73,6 +87,13 @@ FAULTS: dict[str, Fault] = {
         "event loop keeps answering); the last good registry stays in force; the error names "
         "the line; `validate` exits 2 the same way.",
         "test_bad_config.py",
+    ),
+    "replicas_postgres_only": Fault(
+        "Two replicas on one PostgreSQL without Redis, each with its own Envoy",
+        "They stay in step through PostgreSQL LISTEN/NOTIFY (a periodic full re-read as a "
+        "safety net): a change through either reaches the other's Envoy within seconds; "
+        "`/health` reports the sync mode and whether its listener is connected.",
+        "test_replicas_postgres_only.py",
     ),
     "port_clash_replicas": Fault(
         "Listen-port clashes across two replicas on one PostgreSQL and Redis (a replica's own "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.faults.ledger import Figures
 from tests.e2e.faults.load import SteadyLoad, latency_figures
 from tests.e2e.faults.stack import running_service
 from tests.support.ports import free_port
@@ -40,7 +41,7 @@ def _xds_ports(log: str) -> list[int]:
 
 
 async def test_sigkill_with_xds_port_zero_adopts_envoy_zero_failures(
-    tmp_path: Path, record_property: Callable[[str, object], None]
+    tmp_path: Path, measure: Callable[[str], Figures]
 ) -> None:
     port = free_port()
     yaml = (
@@ -74,17 +75,18 @@ async def test_sigkill_with_xds_port_zero_adopts_envoy_zero_failures(
         log = service.log()
 
     xds_ports = _xds_ports(log)
-    figures = {
-        "requests_sent": result.sent,
-        "requests_failed": result.failed,
-        "requests_until_ready_again": ready_after,
-        **latency_figures(result.latencies_ms),
-        "envoy_pid_before": pid_before,
-        "envoy_pid_after": pid_after,
-        "xds_ports": xds_ports,
-    }
-    for name, value in figures.items():
-        record_property(name, value)
+    figures = measure("control_plane_sigkill_port0")
+    figures.update(
+        {
+            "requests_sent": result.sent,
+            "requests_failed": result.failed,
+            "requests_until_ready_again": ready_after,
+            **latency_figures(result.latencies_ms),
+            "envoy_pid_before": pid_before,
+            "envoy_pid_after": pid_after,
+            "xds_ports": "/".join(str(p) for p in xds_ports),
+        }
+    )
     print(f"\n{figures}")
     assert len(xds_ports) == 2 and xds_ports[0] != 0, log[-3000:]
     assert xds_ports[1] == xds_ports[0], "the restart re-bound the previous run's xDS port"

@@ -49,7 +49,9 @@ async def test_authenticated_lifecycle_through_envoy(tmp_path: Path) -> None:
             assert response.status == 201, await response.text()
 
         async def listener_up() -> bool:
-            return "billing" in dynamic_listeners(await stack.config_dump())
+            # Active, not merely known: a warming listener does not accept connections yet.
+            listener = dynamic_listeners(await stack.config_dump()).get("billing", {})
+            return "active_state" in listener
 
         await wait_until(listener_up, deadline_s=20, message="listener pushed")
         url = f"http://127.0.0.1:{listen_port}/v1/balance"

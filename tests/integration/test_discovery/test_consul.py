@@ -11,7 +11,7 @@ import aiohttp
 
 from control_plane.discovery.consul import ConsulClient, ConsulDiscovery
 from control_plane.registry.loader import integration_from_document
-from control_plane.registry.service import RegistryView
+from control_plane.registry.view import RegistryView
 from tests.support.consul import running_consul
 from tests.support.service import ServiceProcess
 from tests.support.waiting import wait_until

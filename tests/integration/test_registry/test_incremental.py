@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from control_plane.app import create_app
 from control_plane.keys import REGISTRY
-from control_plane.registry.service import RegistryView
+from control_plane.registry.view import RegistryView
 from control_plane.store.protocol import StoredIntegration
 from control_plane.store.sqlite import SqliteStore
 from tests.support.app import app_settings

@@ -11,7 +11,8 @@ import pytest
 
 from control_plane.model import Integration
 from control_plane.problems import RegistryError
-from control_plane.registry.service import DeclaredConflict, RegistryService, RegistryView
+from control_plane.registry.service import DeclaredConflict, RegistryService
+from control_plane.registry.view import RegistryView
 from control_plane.store.protocol import ConflictError
 from control_plane.store.sqlite import SqliteStore
 

@@ -12,6 +12,7 @@ import pytest
 from control_plane.keys import STORE
 from control_plane.security.ssrf import Allowlist, SsrfRefused, UpstreamGuard, parse_ip_literal
 from tests.integration.test_security.conftest import ADMIN, MakeSecure, Secure, weather_doc
+from tests.support.app import grants_for
 
 REFUSED: dict[str, tuple[str, str]] = {
     # upstream -> (rule, a readable id)
@@ -97,8 +98,12 @@ async def test_a_name_that_resolves_to_loopback_is_refused(make_secure: MakeSecu
 
 
 async def test_allow_list_permits_cidrs_and_names(make_secure: MakeSecure) -> None:
+    hosts = ["127.0.0.1", "127.1", "::ffff:127.0.0.1", "10.20.1.1", "10.21.0.1"]
+    hosts += ["billing.corp.test", socket.gethostname()]
     s = await make_secure(
-        upstream_allowlist=f"127.0.0.0/8, 10.20.0.0/16, *.corp.test,{socket.gethostname()}"
+        upstream_allowlist=f"127.0.0.0/8, 10.20.0.0/16, *.corp.test,{socket.gethostname()}",
+        # The credential may go to each of these hosts; what is tested is the SSRF guard.
+        grants=grants_for("env:WEATHER_KEY", hosts),
     )
     for ident, upstream in (
         ("loop", "http://127.0.0.1:9"),
@@ -119,7 +124,7 @@ async def test_allow_list_permits_cidrs_and_names(make_secure: MakeSecure) -> No
 
 
 async def test_unresolvable_name_is_accepted_with_a_warning(make_secure: MakeSecure) -> None:
-    s = await make_secure()
+    s = await make_secure(grants=grants_for("env:WEATHER_KEY", ["does-not-exist.invalid"]))
     response = await s.client.post(
         "/integrations",
         json=weather_doc("later", upstream="https://does-not-exist.invalid"),

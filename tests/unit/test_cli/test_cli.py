@@ -97,3 +97,36 @@ def test_render_envoy_is_accepted_by_envoy(tmp_path: Path) -> None:
         check=False,
     )
     assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
+
+
+def test_validate_applies_the_credential_policy_with_lines(tmp_path: Path) -> None:
+    """Declared integrations: reserved references, files outside the roots and a grant's
+    destination binding are validation errors at their line (issue 15)."""
+    (tmp_path / "grants.yaml").write_text(
+        "grants:\n  - {ref: env:PAY_KEY, tenants: [default], hosts: [api.stripe.com]}\n"
+    )
+    (tmp_path / "service.yaml").write_text(
+        f"grants_file: {tmp_path / 'grants.yaml'}\nfile_roots: [{tmp_path / 'secrets'}]\n"
+    )
+    bad = tmp_path / "declared.yaml"
+    bad.write_text(
+        "integrations:\n"
+        "  - id: db-leak\n"
+        "    kind: http\n"
+        "    upstream: https://attacker.example.com\n"
+        "    credentials: {api_key: env:POSTGRESQL_URL}\n"
+        "  - id: file-leak\n"
+        "    kind: http\n"
+        "    upstream: https://attacker.example.com\n"
+        "    credentials: {api_key: 'file:/etc/hostname'}\n"
+        "  - id: moved\n"
+        "    kind: http\n"
+        "    upstream: https://attacker.example.com\n"
+        "    credentials: {api_key: env:PAY_KEY}\n"
+    )
+    result = _cli("--config", str(tmp_path / "service.yaml"), "validate", str(bad))
+    assert result.returncode == 2, result.stdout
+    err = result.stderr
+    assert f"{bad}:5:" in err and "env:POSTGRESQL_URL is one of the service's own" in err
+    assert f"{bad}:9:" in err and "outside the file roots" in err
+    assert f"{bad}:13:" in err and "may be sent only to api.stripe.com" in err

@@ -16,7 +16,7 @@ from control_plane.model import CredentialRef, Integration, TlsSettings, Upstrea
 from control_plane.probing.book import ProbeBook
 from control_plane.probing.runner import HealthCheck, Prober, ProbeSchedule
 from control_plane.problems import RegistryError
-from control_plane.registry.service import RegistryView
+from control_plane.registry.view import RegistryView
 from control_plane.settings import load_settings
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from control_plane.model import Integration, Policies
 from control_plane.registry.credentials import resolve_credentials
-from control_plane.registry.service import RegistryView
+from control_plane.registry.view import RegistryView
 from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.pipeline import ConfigPipeline
 from control_plane.xds.resources import ADS_ORDER, CLUSTER, LISTENER

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import aiohttp
 import pytest
 import yaml
 
+from tests.e2e.faults.ledger import Figures
 from tests.support.ports import free_port
 from tests.support.stack import Stack, running_stack
 from tests.support.upstream import running_upstream
@@ -134,7 +136,10 @@ async def _cache(s: Stack, at_least: int) -> dict[str, Any]:
     return body
 
 
-async def test_access_logs_rotate_under_load_with_exact_cache_counts(tmp_path: Path) -> None:
+async def test_access_logs_rotate_under_load_with_exact_cache_counts(
+    tmp_path: Path, measure: Callable[[str], Figures]
+) -> None:
+    figures = measure("access_log_cap")
     port = free_port()
     env = {
         "INTEGRATION_SERVICE_ACCESS_LOG_MAX_BYTES": str(CAP),
@@ -185,6 +190,20 @@ async def test_access_logs_rotate_under_load_with_exact_cache_counts(tmp_path: P
         f"samples={len(samples.taken)}; hits={body['hits']} misses={body['misses']} "
         f"upstream={upstream_fetches}; after restart: hits={after_restart['hits']} "
         f"misses={after_restart['misses']}"
+    )
+    figures.update(
+        {
+            "requests_sent": len(statuses),
+            "requests_failed": sum(1 for status in statuses if status != 200),
+            "access_log_bytes_written": written,
+            "cap_bytes": CAP,
+            "largest_file_bytes": largest_file,
+            "largest_directory_bytes": largest_dir,
+            "most_log_files_at_once": most_files,
+            "cache_hits_plus_misses": body["hits"] + body["misses"],
+            "counts_same_after_restart": (after_restart["hits"], after_restart["misses"])
+            == (body["hits"], body["misses"]),
+        }
     )
     assert statuses == [200] * REQUESTS
     assert written > 3 * (CAP + growth), "the load wrote far more than one capped file"
