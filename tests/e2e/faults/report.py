@@ -33,6 +33,20 @@ product, each fixed in the commit that added the test showing it:
 - Documents that validated but that Envoy refused (so the whole update was NACKed):
   durations that round to 0 ms (e.g. `connect_timeout: 0s`) and an outlier
   `max_ejection_time` below `base_ejection_time`. Both are validation errors now.
+- A 359-byte YAML alias bomb made `validate` and the file watch take gigabytes and hang
+  (SIGTERM ignored). Every YAML file is now measured, aliases expanded only in count,
+  before anything walks it.
+- A `listen_port` Envoy cannot bind (the management API's own port) was stored with 201,
+  and the NACK of that listener type made the other replica unready too. Such ports are
+  refused before storing; a delta ACK of a later response no longer reports the rejected
+  listener as running (per-resource ACK state).
+- Replicas on one PostgreSQL without Redis never converged; now PostgreSQL LISTEN/NOTIFY
+  keeps them in step.
+- A PostgreSQL outage turned every application pod NotReady although every sidecar kept
+  serving: readiness is the data path now, the store is `/health` and an alert.
+- Access logs grew without bound in the data dir; they are capped and rotated with exact
+  cache counts. With `xds_port: 0` a restart replaced the running Envoy (requests failed);
+  the port is now kept and the Envoy adopted.
 """
 
 # Figure names as a reader wants them; anything not listed is shown with spaces for "_".
