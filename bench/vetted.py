@@ -36,7 +36,8 @@ from bench.procs import CORES, Child, pin
 from bench.registry_docs import document, free_ports, integrations_yaml
 from bench.run import _boost
 from bench.stack import wait_http
-from control_plane.discovery.dns import DnsLookup, VettedResolver, parse_servers
+from control_plane.discovery.dns import VettedResolver
+from control_plane.discovery.dns_lookup import DnsLookup, parse_servers
 from control_plane.model import Integration
 from control_plane.registry.loader import integration_from_document
 from control_plane.security.ssrf import Allowlist

@@ -15,14 +15,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from control_plane.discovery.dns import (
-    DnsFailure,
-    DnsLookup,
-    OnRefused,
-    Refusal,
-    VettedResolver,
-    parse_servers,
-)
+from control_plane.discovery.dns import OnRefused, Refusal, VettedResolver
+from control_plane.discovery.dns_lookup import DnsFailure, DnsLookup, parse_servers
 from control_plane.events.watchers import Emitter
 from control_plane.keys import DNS_RESOLVER, EVENTS, PIPELINE, REGISTRY, SECURITY, SETTINGS
 from control_plane.problems import Problem, RegistryError

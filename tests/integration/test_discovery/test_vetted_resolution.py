@@ -21,13 +21,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from control_plane.app import create_app
 from control_plane.app.dns import RESOLUTION_REFUSED, refusal_publisher
-from control_plane.discovery.dns import (
-    DnsLookup,
-    Refusal,
-    VettedResolver,
-    parse_servers,
-    refusal,
-)
+from control_plane.discovery.dns import Refusal, VettedResolver
+from control_plane.discovery.dns_lookup import DnsLookup, parse_servers, refusal
 from control_plane.keys import DNS_RESOLVER, PIPELINE, XDS_CACHE
 from control_plane.model import Integration
 from control_plane.problems import RegistryError

@@ -16,7 +16,8 @@ import pytest
 from adapters.probes.result import ProbeResult
 from control_plane.app.dns import refusal_publisher
 from control_plane.cloudevents import envelope_problems
-from control_plane.discovery.dns import DnsAnswer, VettedResolver
+from control_plane.discovery.dns import VettedResolver
+from control_plane.discovery.dns_lookup import DnsAnswer
 from control_plane.events.bus import Message
 from control_plane.events.redis_bus import RedisBus
 from control_plane.events.relay import EventPublisher, OutboxRelay
