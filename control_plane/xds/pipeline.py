@@ -80,6 +80,8 @@ class _Translation:
     key: tuple[Any, ...]
     resources: Resources
     warnings: list[str]
+    # Replica-neutral versions of the resources that name node-local paths (listeners).
+    versions: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
 
 
 class Generations:
@@ -206,8 +208,8 @@ class ConfigPipeline:
             if item.policies.cache.enabled:
                 self.cache_path(item.id).mkdir(parents=True, exist_ok=True)
         try:
-            resources, translation_warnings, fresh = self._translate(view, resolved)
-            snapshot = Snapshot.build(resources, previous=self._snapshot)
+            resources, versions, translation_warnings, fresh = self._translate(view, resolved)
+            snapshot = Snapshot.build(resources, previous=self._snapshot, versions=versions)
             self.cache.set_snapshot(snapshot)
         except (ValueError, InconsistentSnapshot) as exc:
             self.state.error = str(exc)
@@ -242,10 +244,11 @@ class ConfigPipeline:
 
     def _translate(
         self, view: RegistryView, resolved: ResolvedCredentials
-    ) -> tuple[Resources, list[str], dict[str, _Translation | None]]:
+    ) -> tuple[Resources, dict[str, dict[str, str]], list[str], dict[str, _Translation | None]]:
         """``translate(view.items)``, reusing the translation of every unchanged integration.
 
-        Returns the merged resources, the warnings, and the translation of every enabled
+        Returns the merged resources, the replica-neutral versions of those naming node-local
+        paths, the warnings, and the translation of every enabled
         integration by id: None where the kept one was reused, the new one otherwise.
         """
         options = self.options()
@@ -257,6 +260,7 @@ class ConfigPipeline:
         check_ports(enabled)
         resources: Resources = {CLUSTER: {}, ENDPOINT: {}, LISTENER: {}, ROUTE: {}, SECRET: {}}
         warnings: list[str] = []
+        versions: dict[str, dict[str, str]] = {}
         translations: dict[str, _Translation | None] = {}
         for item in enabled:
             secrets = resolved.values_for(item)  # without what the policy withholds from it
@@ -274,12 +278,14 @@ class ConfigPipeline:
                 translation, translations[item.id] = kept, None
             else:
                 result = translate([item], secrets, options)
-                translation = _Translation(key, result.resources, result.warnings)
+                translation = _Translation(key, result.resources, result.warnings, result.versions)
                 translations[item.id] = translation
             for type_url, by_name in translation.resources.items():
                 resources[type_url].update(by_name)
+            for type_url, named in translation.versions.items():
+                versions.setdefault(type_url, {}).update(named)
             warnings.extend(translation.warnings)
-        return resources, warnings, translations
+        return resources, versions, warnings, translations
 
     def _keep(self, translations: dict[str, _Translation | None], snapshot: Snapshot) -> None:
         """Remember the translations now served, holding the snapshot's frozen copies.

@@ -103,13 +103,14 @@ class Snapshot:
         cls,
         resources: Mapping[str, Mapping[str, Message]],
         previous: Snapshot | None = None,
+        versions: Mapping[str, Mapping[str, str]] | None = None,
     ) -> Snapshot:
         """A snapshot of ``resources``; raises :class:`InconsistentSnapshot` if incomplete.
 
         With ``previous``, a message that is ``previous``'s own copy of the resource of the
         same type and name is reused without copying, hashing or walking it again.
         """
-        snapshot = cls.unchecked(resources, previous)
+        snapshot = cls.unchecked(resources, previous, versions)
         snapshot.check()
         return dataclasses.replace(snapshot, checked=True)
 
@@ -118,10 +119,15 @@ class Snapshot:
         cls,
         resources: Mapping[str, Mapping[str, Message]],
         previous: Snapshot | None = None,
+        versions: Mapping[str, Mapping[str, str]] | None = None,
     ) -> Snapshot:
-        """A snapshot without the reference check (tests, partial views)."""
+        """A snapshot without the reference check (tests, partial views). ``versions``:
+        versions given for some resources instead of their content hash — the translator's
+        replica-neutral ones for listeners that name node-local paths, so equal registries
+        give equal versions on every replica."""
+        given = versions or {}
         frozen: dict[str, Mapping[str, Message]] = {}
-        versions: dict[str, Mapping[str, str]] = {}
+        by_type: dict[str, Mapping[str, str]] = {}
         reference_cache: dict[tuple[str, str], References] = {}
         for type_url, by_name in resources.items():
             if type_url not in ADS_ORDER:
@@ -147,20 +153,20 @@ class Snapshot:
                 copy = type(message)()
                 copy.CopyFrom(message)
                 copies[name] = copy
-                type_versions[name] = content_version(copy)
+                type_versions[name] = given.get(type_url, {}).get(name) or content_version(copy)
             frozen[type_url] = MappingProxyType(copies)
-            versions[type_url] = MappingProxyType(type_versions)
+            by_type[type_url] = MappingProxyType(type_versions)
         for type_url in ADS_ORDER:
             frozen.setdefault(type_url, MappingProxyType({}))
-            versions.setdefault(type_url, MappingProxyType({}))
+            by_type.setdefault(type_url, MappingProxyType({}))
         version = _digest(
             f"{type_url} {name} {ver}"
             for type_url in ADS_ORDER
-            for name, ver in sorted(versions[type_url].items())
+            for name, ver in sorted(by_type[type_url].items())
         )
         return cls(
             MappingProxyType(frozen),
-            MappingProxyType(versions),
+            MappingProxyType(by_type),
             version,
             reference_cache=reference_cache,
         )

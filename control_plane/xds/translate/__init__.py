@@ -17,6 +17,7 @@ from typing import Any
 from adapters import adapter_for
 from control_plane.model import Integration
 from control_plane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+from control_plane.xds.snapshot import content_version
 from control_plane.xds.translate.clusters import cache_fill_cluster, cluster, token_cluster
 from control_plane.xds.translate.endpoints import load_assignment, vetted_assignment, vetted_name
 from control_plane.xds.translate.listeners import cache_fill_listener, listener
@@ -89,6 +90,9 @@ def translate(
     check_ports(enabled)
     book = SecretBook(secrets)
     resources: Resources = {CLUSTER: {}, ENDPOINT: {}, LISTENER: {}, ROUTE: {}, SECRET: {}}
+    # Listeners name this replica's directories; their versions come from a neutral copy.
+    neutral = options.replica_neutral()
+    neutral_versions: dict[str, str] = {}
     for item in enabled:
         protocol = adapter_for(item.kind).protocol_for(item.settings)
         main = cluster(item, protocol, options, book)
@@ -106,12 +110,20 @@ def translate(
                 book.warnings.append(f"{item.id}: no vetted address for {name}; requests get 503")
             resources[ENDPOINT][item.id] = vetted_assignment(item, name, options)
         resources[LISTENER][item.id] = listener(item, protocol, options)
+        if neutral is not None:
+            neutral_versions[item.id] = content_version(listener(item, protocol, neutral))
         if protocol == "http":
             resources[ROUTE][item.id] = route_configuration(item)
             if item.policies.cache.enabled:  # the cache's miss path (see http_filters)
                 fill = cache_fill_listener(item, options)
                 resources[LISTENER][fill.name] = fill
                 resources[CLUSTER][fill.name] = cache_fill_cluster(item, options)
+                if neutral is not None:
+                    neutral_versions[fill.name] = content_version(
+                        cache_fill_listener(item, neutral)
+                    )
     resources[CLUSTER] = dict(sorted(resources[CLUSTER].items()))
     resources[SECRET] = dict(sorted(book.secrets.items()))
-    return TranslateResult(resources=resources, warnings=book.warnings)
+    return TranslateResult(
+        resources=resources, warnings=book.warnings, versions={LISTENER: neutral_versions}
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from google.protobuf.message import Message  # type: ignore[import-untyped]
 
@@ -44,10 +44,31 @@ class TranslateOptions:
     # an integration whose host changes is never served the old name's addresses.
     resolved: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
+    def replica_neutral(self) -> TranslateOptions | None:
+        """These options with the node-local directories (access logs, cache) replaced by
+        fixed stand-ins, or None when none is set. Listeners translated with them give the
+        versions every replica computes alike for the same registry, whatever its data
+        directory: the served listeners keep the real paths of this replica's Envoy."""
+        if self.access_log_dir is None and self.cache_root == NEUTRAL_CACHE_ROOT:
+            return None
+        return replace(
+            self,
+            cache_root=NEUTRAL_CACHE_ROOT,
+            access_log_dir=None if self.access_log_dir is None else NEUTRAL_ACCESS_LOG_DIR,
+        )
+
+
+NEUTRAL_CACHE_ROOT = "/var/cache/integration-service"
+NEUTRAL_ACCESS_LOG_DIR = "/var/log/integration-service"
+
 
 @dataclass(frozen=True, slots=True)
 class TranslateResult:
-    """The resources plus what could not be configured (named by id and reference only)."""
+    """The resources plus what could not be configured (named by id and reference only).
+
+    ``versions``: for resources whose content holds node-local paths, the version computed
+    from their replica-neutral form (see :meth:`TranslateOptions.replica_neutral`)."""
 
     resources: Resources
     warnings: list[str] = field(default_factory=list)
+    versions: dict[str, dict[str, str]] = field(default_factory=dict)

@@ -70,6 +70,11 @@ async def test_postgres_alone_keeps_replicas_in_step(
             deletion_s = time.monotonic() - deleted
             async with session.get(f"{b.base_url}/health") as r:
                 sync = (await r.json())["checks"]["sync"]
+            # Equal registries give equal versions, whatever each replica's data directory.
+            versions = []
+            for replica in (a, b):
+                ready = await replica.wait_ready()
+                versions.append(ready["checks"]["config"]["version"])
 
     figures.update(
         {
@@ -79,7 +84,9 @@ async def test_postgres_alone_keeps_replicas_in_step(
             "deletion_b_to_a_api_s": round(deletion_s, 3),
             "sync_mode": sync.get("mode"),
             "sync_connected": sync.get("ok"),
+            "same_snapshot_version_on_a_and_b": versions[0] == versions[1],
         }
     )
     assert max(seconds) < 5, seconds
     assert sync["mode"] == "postgres-notify" and sync["ok"] is True
+    assert versions[0] == versions[1], versions

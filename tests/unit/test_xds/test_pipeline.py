@@ -50,7 +50,7 @@ def _assert_from_scratch(pipeline: ConfigPipeline, view: RegistryView) -> None:
     """The served snapshot and warnings equal those of a full translation of ``view``."""
     resolved = resolve_credentials(view.items.values(), pipeline.environ)
     expected = translate(list(view.items.values()), resolved.values, pipeline.options())
-    scratch = Snapshot.build(expected.resources)
+    scratch = Snapshot.build(expected.resources, versions=expected.versions)
     served = pipeline.cache.snapshot
     assert served is not None
     assert served.version == scratch.version
