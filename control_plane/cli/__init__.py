@@ -14,11 +14,11 @@ from typing import Any
 import yaml
 
 from control_plane.app.wiring import credential_policy
-from control_plane.model import to_document
+from control_plane.model import Integration, to_document
 from control_plane.problems import RegistryError
 from control_plane.registry.grants import GrantsFile
 from control_plane.registry.loader import load_integrations_file, load_rate_limits
-from control_plane.settings import load_settings
+from control_plane.settings import Settings, load_settings
 
 __all__ = ["main"]
 
@@ -85,15 +85,20 @@ def _rules_path(args: argparse.Namespace, default: Path) -> Path:
     return args.rate_limits if getattr(args, "rate_limits", None) else default
 
 
+def _declared(args: argparse.Namespace, settings: Settings, file: Path) -> list[Integration]:
+    """The integrations ``file`` declares, validated like the service does (rate-limit rules
+    and the credential policy: reserved references, file roots, grants)."""
+    rules = load_rate_limits(_rules_path(args, settings.rate_limits_file))
+    grants = GrantsFile(settings.grants_file, credential_policy(settings))
+    grants.load()
+    return load_integrations_file(file, rules, grants.policy)
+
+
 def _validate(args: argparse.Namespace) -> int:
     settings = load_settings(os.environ, args.config)
     file = args.file or settings.integrations_file
     try:
-        rules = load_rate_limits(_rules_path(args, settings.rate_limits_file))
-        # The credential policy of the service (reserved references, file roots, grants).
-        grants = GrantsFile(settings.grants_file, credential_policy(settings))
-        grants.load()
-        items = load_integrations_file(file, rules, grants.policy)
+        items = _declared(args, settings, file)
     except RegistryError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_INVALID
@@ -110,11 +115,7 @@ def _render(args: argparse.Namespace) -> int:
         print(sidecar_bootstrap(settings))
         return EXIT_OK
     try:
-        rules = load_rate_limits(_rules_path(args, settings.rate_limits_file))
-        # The credential policy of the service (reserved references, file roots, grants).
-        grants = GrantsFile(settings.grants_file, credential_policy(settings))
-        grants.load()
-        items = load_integrations_file(file, rules, grants.policy)
+        items = _declared(args, settings, file)
     except RegistryError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_INVALID
