@@ -47,5 +47,8 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	@touch $(BENCH_STAMP)
 
+QUICK := $(findstring --quick,$(BENCH_ARGS))
 bench: $(BENCH_STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)
+	# Vetted resolution (issue 15): its section is appended to the RESULTS.md just written.
+	$(PY) -m bench.vetted $(QUICK) >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
