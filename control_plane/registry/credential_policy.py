@@ -157,7 +157,11 @@ class CredentialPolicy:
 
     def refusal_for(self, ref: str, *, tenant: str, host: str, registered: bool) -> Refusal | None:
         scheme, _, target = ref.partition(":")
-        if ref in self.reserved or (scheme == "env" and _reserved_env(target)):
+        if (
+            ref in self.reserved
+            or (scheme == "env" and _reserved_env(target))
+            or (scheme == "file" and self._reserved_file(target))
+        ):
             return Refusal(
                 "reserved",
                 f"{ref} is one of the service's own settings; it is never sent to an integration",
@@ -186,6 +190,15 @@ class CredentialPolicy:
                 f"{self.grants_file}",
             )
         return None
+
+    def _reserved_file(self, target: str) -> bool:
+        """Whether ``file:<target>`` is, after normalisation and symlinks, a reserved file
+        (``/a//b``, ``/a/./b`` or a link to it name the same file as ``/a/b``)."""
+        files = [r.partition(":")[2] for r in self.reserved if r.startswith("file:")]
+        if not files or not target.startswith("/"):
+            return False
+        asked = {os.path.normpath(target), str(Path(target).resolve())}
+        return any({os.path.normpath(f), str(Path(f).resolve())} & asked for f in files)
 
     def file_refusal(self, target: str) -> str | None:
         """Why ``file:<target>`` may not be read, or None. Blocking (stat): cheap."""

@@ -132,3 +132,20 @@ def test_a_bad_reload_keeps_the_last_good_grants(tmp_path: Path) -> None:
     assert set(grants.policy.grants) == {"env:A"}
     path.write_text("grants: []\n")
     assert grants.reload() is True and grants.policy.grants == {}
+
+
+def test_the_admin_key_file_is_reserved_in_every_spelling(tmp_path: Path) -> None:
+    root = tmp_path / "secrets"
+    root.mkdir()
+    key = root / "admin-api-key"
+    key.write_text("isk_admin")
+    (root / "alias").symlink_to(key)
+    grant_all = {
+        f"file:{p}": Grant(f"file:{p}", frozenset({"*"}), ("api.weather.example.com",))
+        for p in (key, f"{root}//admin-api-key", f"{root}/./admin-api-key", root / "alias")
+    }
+    policy = CredentialPolicy(
+        grants=grant_all, file_roots=(root,), reserved=frozenset({f"file:{key}"})
+    )
+    for ref in grant_all:
+        assert _rules(policy, _item(ref)) == ["reserved"], ref
