@@ -107,21 +107,11 @@ class CredentialPolicy:
 
     def problems(self, item: Integration) -> list[Problem]:
         """Every refused reference of ``item``, as problems naming the slot and the rule."""
-        out = []
-        for pointer, ref in credential_slots(item):
-            refusal = self.refusal(item, ref)
-            if refusal is not None:
-                out.append(Problem(pointer, refusal.message, refusal.fix, rule=refusal.rule))
-        return out
+        return [_problem(pointer, refusal) for pointer, _, refusal in self._refused(item)]
 
     def withheld(self, item: Integration) -> dict[str, Refusal]:
         """The references of ``item`` whose values must not reach Envoy, with why."""
-        out = {}
-        for _, ref in credential_slots(item):
-            refusal = self.refusal(item, ref)
-            if refusal is not None:
-                out[ref] = refusal
-        return out
+        return {ref: refusal for _, ref, refusal in self._refused(item)}
 
     def refusal(self, item: Integration, ref: str) -> Refusal | None:
         return self.refusal_for(
@@ -131,6 +121,12 @@ class CredentialPolicy:
             registered=item.source == "registered",
         )
 
+    def _refused(self, item: Integration) -> Iterator[tuple[str, str, Refusal]]:
+        for pointer, ref in credential_slots(item):
+            refusal = self.refusal(item, ref)
+            if refusal is not None:
+                yield pointer, ref, refusal
+
     def document_problems(self, document: Mapping[str, Any]) -> list[Problem]:
         """The refusals of an API document that did not validate (so was not built): each
         well-formed reference of its credentials, judged against its raw upstream URL."""
@@ -138,7 +134,7 @@ class CredentialPolicy:
         if not isinstance(credentials, Mapping):
             return []
         target = raw_upstream(document.get("upstream"))
-        tenant = document.get("tenant", "default")
+        tenant = document.get("tenant")
         out = []
         for slot, ref in sorted(credentials.items()):
             if not isinstance(ref, str) or not CREDENTIAL_REF_PATTERN.match(ref):
@@ -150,9 +146,7 @@ class CredentialPolicy:
                 registered=True,
             )
             if refusal is not None:
-                out.append(
-                    Problem(f"/credentials/{slot}", refusal.message, refusal.fix, rule=refusal.rule)
-                )
+                out.append(_problem(f"/credentials/{slot}", refusal))
         return out
 
     def refusal_for(self, ref: str, *, tenant: str, host: str, registered: bool) -> Refusal | None:
@@ -244,6 +238,10 @@ def raw_upstream(upstream: Any) -> tuple[str, str, int] | None:
     if not parts.hostname or port is None:
         return None
     return parts.scheme.lower(), parts.hostname, port
+
+
+def _problem(pointer: str, refusal: Refusal) -> Problem:
+    return Problem(pointer, refusal.message, refusal.fix, rule=refusal.rule)
 
 
 def _reserved_env(name: str) -> bool:
