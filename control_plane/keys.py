@@ -26,6 +26,7 @@ from control_plane.sidecar.link import SidecarLink
 from control_plane.store.health import StoreHealth
 from control_plane.store.protocol import RegistryStore
 from control_plane.xds.cache import SnapshotCache
+from control_plane.xds.fleet import Fleet
 from control_plane.xds.pipeline import ConfigPipeline
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "CONSUL",
     "DNS_RESOLVER",
     "EVENTS",
+    "FLEET",
     "METRICS",
     "PIPELINE",
     "PROBER",
@@ -62,5 +64,7 @@ CONSUL = web.AppKey("consul", ConsulRuntime)
 DNS_RESOLVER = web.AppKey("dns_resolver", VettedResolver)
 METRICS = web.AppKey("metrics", ServiceMetrics)
 CACHE_LEDGER = web.AppKey("cache_ledger", CacheLedger)
+# The shared topology only: workloads and the TLS-gated xDS server.
+FLEET = web.AppKey("fleet", Fleet)
 # Per integration: (monotonic time, rate_limited counter) samples of the last minute.
 RATE_SAMPLES = web.AppKey("rate_samples", dict[str, deque[tuple[float, float]]])

@@ -169,6 +169,8 @@ class Integration:
     credentials: Mapping[str, CredentialRef] = field(default_factory=dict)
     policies: Policies = field(default_factory=Policies)
     settings: Mapping[str, Any] = field(default_factory=dict)
+    # Shared topology: the workloads of its tenant that may run it (empty: all of them).
+    workloads: tuple[str, ...] = ()
     version: int = 0
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
@@ -269,6 +271,8 @@ def to_document(item: Integration, *, with_meta: bool = True) -> dict[str, Any]:
     }
     if item.listen_port is not None:
         doc["listen_port"] = item.listen_port
+    if item.workloads:
+        doc["workloads"] = list(item.workloads)
     if with_meta:
         doc["version"] = item.version
         doc["source"] = item.source

@@ -50,6 +50,21 @@ class Settings:
     envoy_node_id: str = "integration-sidecar"
     xds_delta: bool = True
     envoy_concurrency: int = 1
+    # Topology (docs/deployment.md, "Choosing a topology"): "pod" runs one control plane
+    # beside each Envoy; "shared" serves the Envoys of many application pods over xDS with
+    # TLS and client certificates (the files below), each node the workload its
+    # certificate names in the workloads file.
+    topology: str = "pod"
+    xds_tls_cert: Path | None = None
+    xds_tls_key: Path | None = None
+    xds_client_ca: Path | None = None
+    workloads_file: Path = Path("config/workloads.yaml")
+    # Shared topology: the response-cache directory in the application pods' Envoys, and
+    # how long a disconnected node's status is kept (seconds).
+    envoy_cache_dir: str = "/var/cache/integration-service"
+    # Shared topology: the loopback xDS port of the control plane's own probe Envoy.
+    probe_xds_port: int = 18001
+    node_status_retention: float = 600.0
     # Each integration's access log (<data_dir>/access-logs/<id>.log) is rotated past this
     # many bytes, checked every access_log_check_interval seconds; 0: never rotated.
     access_log_max_bytes: int = 10 * 1024 * 1024
@@ -99,6 +114,8 @@ class Settings:
             self.xds_port: "the xDS server (xds_port)",
             self.envoy_admin_port: "Envoy's admin API (envoy_admin_port)",
         }
+        if self.topology == "shared":
+            named[self.probe_xds_port] = "the probe Envoy's xDS server (probe_xds_port)"
         return {port: what for port, what in named.items() if port}
 
     def describe(self) -> dict[str, Any]:
@@ -146,6 +163,14 @@ ENV_NAMES: Mapping[str, str] = {
     "envoy_node_id": "INTEGRATION_SERVICE_NODE_ID",
     "xds_delta": "INTEGRATION_SERVICE_XDS_DELTA",
     "envoy_concurrency": "INTEGRATION_SERVICE_ENVOY_CONCURRENCY",
+    "topology": "INTEGRATION_SERVICE_TOPOLOGY",
+    "xds_tls_cert": "INTEGRATION_SERVICE_XDS_TLS_CERT",
+    "xds_tls_key": "INTEGRATION_SERVICE_XDS_TLS_KEY",
+    "xds_client_ca": "INTEGRATION_SERVICE_XDS_CLIENT_CA",
+    "workloads_file": "INTEGRATION_SERVICE_WORKLOADS_FILE",
+    "envoy_cache_dir": "INTEGRATION_SERVICE_ENVOY_CACHE_DIR",
+    "probe_xds_port": "INTEGRATION_SERVICE_PROBE_XDS_PORT",
+    "node_status_retention": "INTEGRATION_SERVICE_NODE_STATUS_RETENTION",
     "access_log_max_bytes": "INTEGRATION_SERVICE_ACCESS_LOG_MAX_BYTES",
     "access_log_check_interval": "INTEGRATION_SERVICE_ACCESS_LOG_CHECK_INTERVAL",
     "auth0_domain": "AUTH0_DOMAIN",
@@ -208,8 +233,12 @@ def _convert(name: str, raw: Any, origin: str) -> Any:
             if name == "access_log_max_bytes" and value < 0:
                 raise ValueError
             return value
-        if isinstance(default, Path):
+        if isinstance(default, Path) or name in ("xds_tls_cert", "xds_tls_key", "xds_client_ca"):
             return Path(str(raw))
+        if name == "topology":
+            if str(raw).strip().lower() not in ("pod", "shared"):
+                raise ValueError
+            return str(raw).strip().lower()
         if name in ("upstream_allowlist", "file_roots") and isinstance(raw, list):
             return ",".join(str(x).strip() for x in raw)
         if name == "auth":
@@ -228,6 +257,7 @@ def _convert(name: str, raw: Any, origin: str) -> Any:
             "listen_port_range": "write LOW-HIGH, e.g. 10000-10999",
             "log_format": "use json or console",
             "auth": "use enabled or disabled (disabled only for local development)",
+            "topology": "use pod (one control plane per Envoy) or shared",
         }.get(name, f"expected a value like {default!r}")
         raise RegistryError(
             [Problem(f"/{name}", f"invalid value for {name} (from {origin})", hint, file=origin)],
@@ -283,4 +313,30 @@ def load_settings(
         if env in environ and environ[env] != "":
             values[name] = _convert(name, environ[env], env)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return Settings(**values)
+    settings = Settings(**values)
+    _check_topology(settings)
+    return settings
+
+
+def _check_topology(settings: Settings) -> None:
+    """The shared topology serves xDS beyond the pod: never without TLS and client certs."""
+    if settings.topology != "shared":
+        return
+    missing = [
+        name
+        for name in ("xds_tls_cert", "xds_tls_key", "xds_client_ca")
+        if getattr(settings, name) is None
+    ]
+    if missing:
+        raise RegistryError(
+            [
+                Problem(
+                    f"/{name}",
+                    f"topology shared needs {name} ({ENV_NAMES[name]})",
+                    "name the PEM file (a cert-manager Secret mount): the shared xDS server "
+                    "only speaks TLS and requires client certificates",
+                )
+                for name in missing
+            ],
+            "invalid settings",
+        )

@@ -14,7 +14,7 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from control_plane.api.openapi.spec import operation
-from control_plane.keys import METRICS, PIPELINE, PROBES, REGISTRY, STORE_HEALTH, XDS_CACHE
+from control_plane.keys import FLEET, METRICS, PIPELINE, PROBES, REGISTRY, STORE_HEALTH, XDS_CACHE
 from control_plane.observability.metrics import ConfigSample, MetricSources, ServiceMetrics
 
 __all__ = ["install_metrics", "metrics_middleware", "route_template", "routes"]
@@ -75,6 +75,12 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
+def _refusals(app: web.Application) -> dict[str, int]:
+    fleet = app.get(FLEET)
+    gate = fleet.gate if fleet is not None else None
+    return dict(gate.refusals) if gate is not None else {}
+
+
 def install_metrics(app: web.Application) -> ServiceMetrics:
     """Create the app's metrics and attach them to its xDS status, registry, config, probes.
 
@@ -93,6 +99,7 @@ def install_metrics(app: web.Application) -> ServiceMetrics:
             config=config,
             probes=app[PROBES],
             store_up=lambda: app[STORE_HEALTH].up,
+            xds_refusals=lambda: _refusals(app),
         )
     )
     app[METRICS] = service

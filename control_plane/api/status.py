@@ -9,8 +9,16 @@ from control_plane.api.integrations import endpoint_of
 from control_plane.api.lookup import integration_of
 from control_plane.api.openapi.spec import ok, operation, response
 from control_plane.discovery.dns import resolution_status
-from control_plane.keys import DNS_RESOLVER, EVENTS, PIPELINE, REGISTRY, SIDECAR, XDS_CACHE
-from control_plane.xds.config_state import integration_config
+from control_plane.keys import (
+    DNS_RESOLVER,
+    EVENTS,
+    FLEET,
+    PIPELINE,
+    REGISTRY,
+    SIDECAR,
+    XDS_CACHE,
+)
+from control_plane.xds.config_state import integration_config, integration_nodes
 
 __all__ = ["routes"]
 
@@ -32,6 +40,12 @@ routes = web.RouteTableDef()
 async def status(request: web.Request) -> web.Response:
     item = integration_of(request)
     events = request.app.get(EVENTS)
+    fleet = request.app.get(FLEET)
+    shared = (
+        None
+        if fleet is None
+        else integration_nodes(request.app[XDS_CACHE], item, fleet.workloads())
+    )
     return web.json_response(
         {
             "id": item.id,
@@ -48,6 +62,8 @@ async def status(request: web.Request) -> web.Response:
                 item,
                 request.app[PIPELINE].state,
             ),
+            # Shared topology: every node whose workload should run it, and what it runs.
+            "fleet": shared,
             # Calls reported by other services' ``agent.executed`` events, per tenant.
             "usage": events.usage.for_integration(item.id) if events else {},
             # References whose values the credential policy keeps out of Envoy (a grant

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 
 from aiohttp import web
 
@@ -25,9 +26,11 @@ from control_plane.app.accesslogs import install_access_logs
 from control_plane.app.consul import install_consul
 from control_plane.app.dns import install_dns
 from control_plane.app.events import install_events
+from control_plane.app.fleet import create_fleet, install_fleet
 from control_plane.app.security import install_security
 from control_plane.keys import (
     CACHE_LEDGER,
+    FLEET,
     PIPELINE,
     PROBER,
     PROBES,
@@ -85,14 +88,17 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _xds_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    host, wanted_port = settings.xds_host, settings.xds_port
+    if settings.topology == "shared":
+        host, wanted_port = "127.0.0.1", settings.probe_xds_port
     server, port = await bind_xds(
-        settings.xds_port,
+        wanted_port,
         settings.data_dir,
-        settings.xds_host,
-        lambda wanted: serve_xds(app[XDS_CACHE], settings.xds_host, wanted),
+        host,
+        lambda wanted: serve_xds(app[XDS_CACHE], host, wanted),
     )
     app[SIDECAR].xds_port = port
-    log.info("xDS server listening", extra={"host": settings.xds_host, "port": port})
+    log.info("xDS server listening", extra={"host": host, "port": port})
     yield
     await server.stop(grace=1.0)
 
@@ -163,7 +169,20 @@ def create_app(
     app[STORE_HEALTH] = StoreHealth(app[STORE])
     env = os.environ if environ is None else environ
     app[XDS_CACHE] = SnapshotCache()
-    app[PIPELINE] = ConfigPipeline(app[XDS_CACHE], data_dir=settings.data_dir, environ=env)
+    shared = settings.topology == "shared"
+    if shared:
+        app[FLEET] = create_fleet(settings)
+        app[PIPELINE] = ConfigPipeline(
+            app[XDS_CACHE],
+            data_dir=settings.data_dir,
+            environ=env,
+            # Paths in the application pods' Envoys, not this one's data directory.
+            access_logs=False,
+            cache_root=Path(settings.envoy_cache_dir),
+            workloads=app[FLEET].workloads,
+        )
+    else:
+        app[PIPELINE] = ConfigPipeline(app[XDS_CACHE], data_dir=settings.data_dir, environ=env)
     app[REGISTRY] = RegistryService(
         app[STORE],
         integrations_file=settings.integrations_file,
@@ -188,6 +207,11 @@ def create_app(
     app[CACHE_LEDGER] = CacheLedger(app[PIPELINE].access_log_dir or settings.data_dir)
     install_metrics(app)
     app.cleanup_ctx.append(_registry_ctx)
+    if shared:
+        install_fleet(app)  # the TLS gate and per-workload snapshots
+    # The per-pod xDS server and Envoy. In the shared topology that Envoy is the control
+    # plane's own probe node: on loopback only, it runs every integration so probes and
+    # the Envoy-backed API work as in a pod (docs/deployment.md, "Probes").
     app.cleanup_ctx.append(_xds_ctx)
     app.cleanup_ctx.append(_envoy_ctx(with_envoy))
     install_access_logs(app)  # after Envoy: rotates the access logs, Envoy reopens them

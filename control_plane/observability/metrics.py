@@ -17,7 +17,7 @@ Metric names start with ``integration_service_``.
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -75,6 +75,8 @@ class MetricSources:
     probes: ProbeBook
     # The store's reachability at its last background check (None before the first).
     store_up: Callable[[], bool | None] = lambda: None
+    # Shared topology: xDS connections refused by the TLS gate, by reason.
+    xds_refusals: Callable[[], Mapping[str, int]] = lambda: {}
 
 
 class StateCollector(Collector):
@@ -110,8 +112,34 @@ class StateCollector(Collector):
             "1 while the node has an open ADS stream",
             labels=["node"],
         )
+        workloads = GaugeMetricFamily(
+            PREFIX + "xds_workload_nodes",
+            "Shared topology: connected nodes per workload and configuration state "
+            "(nodes of a workload are counted, not listed: a fleet has many)",
+            labels=["workload", "state"],
+        )
+        refused = CounterMetricFamily(
+            PREFIX + "xds_connections_refused",
+            "Shared topology: xDS connections refused (no or untrusted client certificate, "
+            "an identity no workload has, a handshake that timed out)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self._sources.xds_refusals().items()):
+            refused.add_metric([reason], float(count))
+        per_workload: Tally[tuple[str, str]] = Tally()
         totals: Tally[str] = Tally()
         for node in self._sources.xds.nodes():
+            if node.workload is not None:
+                for type_url, status in node.types.items():
+                    totals[xds_type_label(type_url)] += status.push_count
+                if node.connected:
+                    states = {s.state for s in node.types.values() if s.state != "idle"}
+                    worst = next(
+                        (x for x in ("nacked", "pending") if x in states),
+                        "acked" if states else "pending",
+                    )
+                    per_workload[(node.workload, worst)] += 1
+                continue
             connected.add_metric([node.node_id], 1.0 if node.connected else 0.0)
             for type_url, status in sorted(node.types.items()):
                 label = xds_type_label(type_url)
@@ -119,9 +147,13 @@ class StateCollector(Collector):
                 state.add_metric([node.node_id, label, status.state], 1.0)
         for label, count in sorted(totals.items()):
             pushes.add_metric([label], float(count))
+        for (workload, node_state), count in sorted(per_workload.items()):
+            workloads.add_metric([workload, node_state], float(count))
         yield pushes
         yield state
         yield connected
+        yield workloads
+        yield refused
 
     def _config(self) -> Iterator[Metric]:
         sample = self._sources.config()

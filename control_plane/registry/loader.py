@@ -171,6 +171,7 @@ def integration_from_document(
         credentials={k: CredentialRef(v) for k, v in doc.get("credentials", {}).items()},
         policies=_policies(doc.get("policies", {}), rules or {}),
         settings=settings,
+        workloads=tuple(sorted(set(doc.get("workloads", ())))),
         version=int(doc.get("version", 0)),
         created_at=_timestamp(doc.get("created_at")),
         updated_at=_timestamp(doc.get("updated_at")),

@@ -191,6 +191,13 @@ def _integration_core() -> dict[str, Any]:
             },
             "policies": _POLICIES,
             "settings": {"type": "object"},
+            "workloads": {
+                "type": "array",
+                "maxItems": 256,
+                "items": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}(?!\n)$"},
+                "description": "shared topology: the workloads of its tenant that may run it "
+                "(absent or empty: every workload of its tenant)",
+            },
             # Read-only metadata the API returns; accepted and ignored on input so a GET
             # document can be PUT back unchanged.
             "version": {"type": "integer"},

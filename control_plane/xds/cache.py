@@ -22,12 +22,17 @@ class SnapshotSource(Protocol):
     @property
     def status(self) -> XdsStatus: ...
 
-    def snapshot_for(self, node_id: str) -> Snapshot | None:
-        """The snapshot ``node_id`` should run now, or None while there is none."""
+    def snapshot_for(self, node_id: str, workload: str | None = None) -> Snapshot | None:
+        """The snapshot ``node_id`` should run now, or None while there is none.
+
+        ``workload``: the node's authenticated workload (shared topology); then only that
+        workload's snapshot is ever returned, whatever the node id."""
         ...
 
-    async def wait_for(self, node_id: str, after: str | None) -> Snapshot:
-        """Return once ``node_id``'s snapshot exists and its version differs from ``after``."""
+    async def wait_for(
+        self, node_id: str, after: str | None, workload: str | None = None
+    ) -> Snapshot:
+        """Return once the node's snapshot exists and its version differs from ``after``."""
         ...
 
 
@@ -44,6 +49,8 @@ class SnapshotCache:
         self.status = XdsStatus() if status is None else status
         self._default: Snapshot | None = None
         self._per_node: dict[str, Snapshot] = {}
+        # Shared topology: one snapshot per workload (a subset of the default one).
+        self._per_workload: dict[str, Snapshot] = {}
         self._changed = asyncio.Event()
 
     @property
@@ -69,13 +76,31 @@ class SnapshotCache:
         if self._per_node.pop(node_id, None) is not None:
             self._notify()
 
-    def snapshot_for(self, node_id: str) -> Snapshot | None:
+    def set_workload_snapshots(self, snapshots: dict[str, Snapshot]) -> None:
+        """Serve each workload its snapshot; a workload left out gets none (its nodes wait).
+
+        Watchers wake only when some workload's version changed."""
+        for snapshot in snapshots.values():
+            snapshot.check()
+        before = {name: s.version for name, s in self._per_workload.items()}
+        self._per_workload = dict(snapshots)
+        if before != {name: s.version for name, s in snapshots.items()}:
+            self._notify()
+
+    def workload_snapshot(self, workload: str) -> Snapshot | None:
+        return self._per_workload.get(workload)
+
+    def snapshot_for(self, node_id: str, workload: str | None = None) -> Snapshot | None:
+        if workload is not None:
+            return self._per_workload.get(workload)
         return self._per_node.get(node_id, self._default)
 
-    async def wait_for(self, node_id: str, after: str | None) -> Snapshot:
+    async def wait_for(
+        self, node_id: str, after: str | None, workload: str | None = None
+    ) -> Snapshot:
         while True:
             changed = self._changed
-            snapshot = self.snapshot_for(node_id)
+            snapshot = self.snapshot_for(node_id, workload)
             if snapshot is not None and snapshot.version != after:
                 return snapshot
             await changed.wait()

@@ -10,16 +10,25 @@ was rejected, ``acked`` when every type answered runs what it was sent, else ``p
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 from control_plane.model import Integration
+from control_plane.registry.workloads import Workload
 from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.pipeline import PipelineState
 from control_plane.xds.resources import CLUSTER, LISTENER
-from control_plane.xds.status import TypeState
+from control_plane.xds.snapshot import Snapshot
+from control_plane.xds.status import NodeStatus, TypeState
 
-__all__ = ["ConfigState", "combined_state", "integration_config", "node_config"]
+__all__ = [
+    "ConfigState",
+    "combined_state",
+    "integration_config",
+    "integration_nodes",
+    "node_config",
+    "shared_config",
+]
 
 ConfigState = Literal["pending", "acked", "nacked"]
 
@@ -68,13 +77,11 @@ def _refused(cache: SnapshotCache, node_id: str) -> list[tuple[str, str, str]]:
     return out
 
 
-def integration_config(
-    cache: SnapshotCache, node_id: str, item: Integration, pipeline: PipelineState
-) -> dict[str, Any]:
-    """The ``config`` block of an integration's status: its resources' versions in the
-    current snapshot and what the node answered for the cluster and listener types."""
-    snapshot = cache.snapshot
-    node = cache.status.get(node_id)
+def _resource_states(
+    snapshot: Snapshot | None, node: NodeStatus | None, item: Integration
+) -> tuple[str, dict[str, str | None], dict[str, Any]]:
+    """The integration's state on one node: its own cluster and listener, at the versions
+    ``snapshot`` holds, as the node answered for each of them."""
     expected = {
         "cluster": snapshot.resource_version(CLUSTER, item.id) if snapshot else None,
         "listener": snapshot.resource_version(LISTENER, item.id) if snapshot else None,
@@ -84,8 +91,6 @@ def integration_config(
     if not item.enabled:
         overall = "disabled"
     elif node is not None:
-        # Per resource: the integration's own cluster and listener, at the versions the
-        # current snapshot holds, as the node answered for each of them.
         states: list[TypeState] = []
         for type_url, label in ((CLUSTER, "cluster"), (LISTENER, "listener")):
             type_status = node.types.get(type_url)
@@ -101,6 +106,16 @@ def integration_config(
         overall = combined_state(states)
         if overall == "acked" and (snapshot is None or CLUSTER not in node.types):
             overall = "pending"
+    return overall, expected, types
+
+
+def integration_config(
+    cache: SnapshotCache, node_id: str, item: Integration, pipeline: PipelineState
+) -> dict[str, Any]:
+    """The ``config`` block of an integration's status: its resources' versions in the
+    current snapshot and what the node answered for the cluster and listener types."""
+    node = cache.status.get(node_id)
+    overall, expected, types = _resource_states(cache.snapshot, node, item)
     return {
         "state": overall,
         "snapshot_version": pipeline.snapshot_version,
@@ -110,3 +125,53 @@ def integration_config(
         "error": pipeline.error,
         "warnings": [w for w in pipeline.warnings if item.id in w],
     }
+
+
+def integration_nodes(
+    cache: SnapshotCache, item: Integration, workloads: Sequence[Workload]
+) -> dict[str, Any]:
+    """Shared topology: every node whose workload should run ``item``, with what it runs.
+
+    ``nodes`` lists each connected node (and each disconnected one still remembered) with
+    its ACKed versions or Envoy's NACK text; ``lagging`` names the connected ones that do
+    not run the current versions yet."""
+    runs = {w.name for w in workloads if w.may_run(item)}
+    nodes: list[dict[str, Any]] = []
+    for node in cache.status.nodes():
+        if node.workload not in runs:
+            continue
+        snapshot = cache.workload_snapshot(node.workload)
+        state, expected, types = _resource_states(snapshot, node, item)
+        nack = next((t["resource_nack"] for t in types.values() if "resource_nack" in t), None)
+        nodes.append(
+            {
+                "node_id": node.node_id.split("/", 1)[-1],
+                "workload": node.workload,
+                "identity": node.identity,
+                "connected": node.connected,
+                "state": state if node.connected else "disconnected",
+                "resource_versions": expected,
+                "acked_versions": {label: t.get("acked_version") for label, t in types.items()},
+                "nack": nack,
+            }
+        )
+    connected = [n for n in nodes if n["connected"]]
+    return {
+        "workloads": sorted(runs),
+        "nodes": nodes,
+        "connected": len(connected),
+        "acked": sum(1 for n in connected if n["state"] == "acked"),
+        "lagging": [f"{n['workload']}/{n['node_id']}" for n in connected if n["state"] != "acked"],
+    }
+
+
+def shared_config(cache: SnapshotCache, pipeline: PipelineState) -> dict[str, object]:
+    """Readiness of a shared-topology replica: it can serve (the configuration is built,
+    not refused by the pipeline). Nodes that lag show in each integration's status, not
+    here: one slow application pod must not take the control plane out of its Service."""
+    if pipeline.error:
+        return {"ok": False, "detail": f"configuration not built: {pipeline.error}"}
+    if cache.snapshot is None:
+        return {"ok": False, "detail": "no configuration built yet"}
+    connected = sum(1 for n in cache.status.nodes() if n.connected)
+    return {"ok": True, "version": pipeline.snapshot_version, "connected_nodes": connected}

@@ -26,7 +26,7 @@ import logging
 import operator
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from control_plane.model import Integration
 from control_plane.problems import Problem, RegistryError
 from control_plane.registry.credentials import ResolvedCredentials, resolve_credentials
 from control_plane.registry.view import RegistryView
+from control_plane.registry.workloads import Workload
 from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.snapshot import InconsistentSnapshot, Snapshot
 from control_plane.xds.translate import (
@@ -133,13 +134,18 @@ class ConfigPipeline:
         environ: Mapping[str, str],
         listen_address: str = "127.0.0.1",
         access_logs: bool = True,
+        cache_root: Path | None = None,
+        workloads: Callable[[], Sequence[Workload]] | None = None,
     ) -> None:
         self.cache = cache
         self.environ = environ
         self.data_dir = data_dir
         self.generations = Generations(data_dir / "generations.json")
         self.listen_address = listen_address
-        self.cache_root = data_dir / "http-cache"
+        # The shared topology names a directory of the application pods' Envoys here.
+        self.cache_root = cache_root if cache_root is not None else data_dir / "http-cache"
+        # The shared topology: every snapshot is also cut into one per workload.
+        self.workloads = workloads
         self.access_log_dir = data_dir / "access-logs" if access_logs else None
         self.endpoints: dict[str, Sequence[tuple[str, int]]] = {}
         # Vetted resolution: accepted addresses by host name (``set_resolved``).
@@ -210,7 +216,10 @@ class ConfigPipeline:
         try:
             resources, versions, translation_warnings, fresh = self._translate(view, resolved)
             snapshot = Snapshot.build(resources, previous=self._snapshot, versions=versions)
+            per_workload = self._per_workload(view, snapshot, fresh)
             self.cache.set_snapshot(snapshot)
+            if per_workload is not None:
+                self.cache.set_workload_snapshots(per_workload)
         except (ValueError, InconsistentSnapshot) as exc:
             self.state.error = str(exc)
             log.error(
@@ -286,6 +295,29 @@ class ConfigPipeline:
                 versions.setdefault(type_url, {}).update(named)
             warnings.extend(translation.warnings)
         return resources, versions, warnings, translations
+
+    def _per_workload(
+        self,
+        view: RegistryView,
+        snapshot: Snapshot,
+        translations: Mapping[str, _Translation | None],
+    ) -> dict[str, Snapshot] | None:
+        """Each workload's part of ``snapshot``: the resources of the enabled integrations
+        it may run (same tenant, and listed when the integration lists workloads)."""
+        if self.workloads is None:
+            return None
+        out: dict[str, Snapshot] = {}
+        enabled = view.enabled()
+        for workload in self.workloads():
+            wanted: dict[str, list[str]] = {}
+            for item in enabled:
+                if not workload.may_run(item):
+                    continue
+                translation = translations.get(item.id) or self._translations[item.id]
+                for type_url, by_name in translation.resources.items():
+                    wanted.setdefault(type_url, []).extend(by_name)
+            out[workload.name] = snapshot.subset(wanted)
+        return out
 
     def _keep(self, translations: dict[str, _Translation | None], snapshot: Snapshot) -> None:
         """Remember the translations now served, holding the snapshot's frozen copies.

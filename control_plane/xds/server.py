@@ -20,18 +20,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 
+from control_plane.registry.workloads import Workload
 from control_plane.xds.cache import SnapshotSource
+from control_plane.xds.gate import Peer
 from control_plane.xds.resources import ADS_ORDER
 from control_plane.xds.snapshot import Snapshot
-from control_plane.xds.status import StreamType
+from control_plane.xds.status import StreamType, node_key
 from control_plane.xds.stream_state import DeltaState, SotwState, StreamState
 
-__all__ = ["AdsServicer", "serve"]
+__all__ = ["AdsServicer", "Authenticator", "serve"]
 
 _log = logging.getLogger(__name__)
 
@@ -49,11 +51,23 @@ class _End:
     """Queued by the reader when the client half-closes or the stream fails."""
 
 
-class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    """``envoy.service.discovery.v3.AggregatedDiscoveryService`` backed by a snapshot source."""
+class Authenticator(Protocol):
+    """Who is behind a stream (the shared topology's :class:`~control_plane.xds.gate.TlsGate`)."""
 
-    def __init__(self, source: SnapshotSource) -> None:
+    def identify(self, grpc_peer: str) -> tuple[Peer | None, Workload | None]: ...
+    def refuse(self, reason: str, address: str, **detail: object) -> None: ...
+
+
+class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
+    """``envoy.service.discovery.v3.AggregatedDiscoveryService`` backed by a snapshot source.
+
+    With an ``authenticator`` (the shared topology) every stream must come from a peer it
+    vouches for, and is served that peer's workload snapshot whatever node id it claims.
+    """
+
+    def __init__(self, source: SnapshotSource, authenticator: Authenticator | None = None) -> None:
         self._source = source
+        self._auth = authenticator
 
     async def StreamAggregatedResources(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
@@ -77,6 +91,19 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
         context: grpc.aio.ServicerContext[Any, Any],
         stream_type: StreamType,
     ) -> AsyncGenerator[Any, None]:
+        workload, identity = None, None
+        if self._auth is not None:
+            peer, found = self._auth.identify(context.peer())
+            if found is None:
+                reason = "not_through_gate" if peer is None else "unknown_identity"
+                detail = {} if peer is None else {"identity": peer.identity}
+                self._auth.refuse(reason, peer.address if peer else context.peer(), **detail)
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "no workload for this connection's certificate",
+                )
+            assert peer is not None and found is not None
+            workload, identity = found.name, peer.identity
         queue: asyncio.Queue[Any] = asyncio.Queue()
         tasks = [asyncio.create_task(self._read(request_iterator, queue))]
         state: StreamState | None = None
@@ -98,15 +125,17 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
                     if state is None:
                         # Envoy sends the node only on the first request
                         # (set_node_on_first_message_only in the bootstrap).
-                        node_id = item.node.id
-                        if not node_id:
+                        if not item.node.id:
                             await context.abort(
                                 grpc.StatusCode.INVALID_ARGUMENT, "first request lacks node.id"
                             )
-                        state = self._open(node_id, stream_type)
-                        snapshot = self._source.snapshot_for(node_id)
+                        node_id = node_key(item.node.id, workload)
+                        state = self._open(node_id, stream_type, workload, identity)
+                        snapshot = self._source.snapshot_for(node_id, workload)
                         after = None if snapshot is None else snapshot.version
-                        tasks.append(asyncio.create_task(self._watch(node_id, after, queue)))
+                        tasks.append(
+                            asyncio.create_task(self._watch(node_id, after, queue, workload))
+                        )
                     if item.type_url not in ADS_ORDER:
                         _log.debug("ignoring request for unserved type %s", item.type_url)
                         continue
@@ -123,8 +152,16 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
             if state is not None:
                 self._source.status.stream_closed(node_id)
 
-    def _open(self, node_id: str, stream_type: StreamType) -> StreamState:
-        self._source.status.stream_opened(node_id, stream_type)
+    def _open(
+        self,
+        node_id: str,
+        stream_type: StreamType,
+        workload: str | None = None,
+        identity: str | None = None,
+    ) -> StreamState:
+        self._source.status.stream_opened(
+            node_id, stream_type, workload=workload, identity=identity
+        )
         if stream_type == "delta":
             return DeltaState(node_id, self._source.status)
         return SotwState(node_id, self._source.status)
@@ -139,22 +176,32 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
         finally:
             queue.put_nowait(_End())
 
-    async def _watch(self, node_id: str, after: str | None, queue: asyncio.Queue[Any]) -> None:
+    async def _watch(
+        self,
+        node_id: str,
+        after: str | None,
+        queue: asyncio.Queue[Any],
+        workload: str | None = None,
+    ) -> None:
         while True:
-            snapshot = await self._source.wait_for(node_id, after)
+            snapshot = await self._source.wait_for(node_id, after, workload)
             after = snapshot.version
             queue.put_nowait(snapshot)
 
 
 async def serve(
-    source: SnapshotSource, host: str = "127.0.0.1", port: int = 0
+    source: SnapshotSource,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    authenticator: Authenticator | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Start an ADS server on ``host:port`` (0 picks a free port); returns it and the port.
 
     Stop it with ``await server.stop(grace)``.
     """
     server = grpc.aio.server(options=_SERVER_OPTIONS)
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AdsServicer(source), server)
+    servicer = AdsServicer(source, authenticator)
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(servicer, server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = server.add_insecure_port(address)
     await server.start()

@@ -171,6 +171,44 @@ class Snapshot:
             reference_cache=reference_cache,
         )
 
+    def subset(self, names: Mapping[str, Iterable[str]]) -> Snapshot:
+        """The part of this snapshot holding only ``names`` (by type URL), checked.
+
+        Shares this snapshot's frozen messages, versions and reference walks: nothing is
+        copied or hashed again but the overall version. A workload's snapshot (the shared
+        topology) is the subset of its integrations' resources, so equal registries give
+        every replica equal workload versions too. Raises :class:`InconsistentSnapshot`
+        when the subset references what it leaves out.
+        """
+        frozen: dict[str, Mapping[str, Message]] = {}
+        by_type: dict[str, Mapping[str, str]] = {}
+        reference_cache: dict[tuple[str, str], References] = {}
+        for type_url in ADS_ORDER:
+            messages, versions = self.get(type_url), self.versions.get(type_url, {})
+            wanted = sorted(set(names.get(type_url, ())) & set(messages))
+            frozen[type_url] = MappingProxyType({n: messages[n] for n in wanted})
+            by_type[type_url] = MappingProxyType({n: versions[n] for n in wanted})
+            for name in wanted:
+                refs = self.reference_cache.get((type_url, name))
+                if refs is not None:
+                    reference_cache[(type_url, name)] = refs
+        version = _digest(
+            f"{type_url} {name} {ver}"
+            for type_url in ADS_ORDER
+            for name, ver in by_type[type_url].items()
+        )
+        part = Snapshot(
+            MappingProxyType(frozen),
+            MappingProxyType(by_type),
+            version,
+            reference_cache=reference_cache,
+        )
+        part.check()
+        # Walks done for the subset are the parent's too (same frozen messages).
+        for key, refs in part.reference_cache.items():
+            self.reference_cache.setdefault(key, refs)
+        return dataclasses.replace(part, checked=True)
+
     def get(self, type_url: str) -> Mapping[str, Message]:
         """Resources of one type by name (empty for a type the snapshot does not hold)."""
         return self.resources.get(type_url, MappingProxyType({}))

@@ -25,6 +25,7 @@ __all__ = [
     "TypeState",
     "TypeStatus",
     "XdsStatus",
+    "node_key",
     "refused_names",
 ]
 
@@ -46,6 +47,12 @@ def refused_names(names: Iterable[str], message: str) -> set[str]:
     listed = list(names)
     named = {n for n in listed if re.search(rf"(?<![\w.-]){re.escape(n)}(?![\w.-])", message)}
     return named or set(listed)
+
+
+def node_key(node_id: str, workload: str | None) -> str:
+    """The key a node's status is kept under: its id, qualified by the workload its
+    certificate proved in the shared topology."""
+    return node_id if workload is None else f"{workload}/{node_id}"
 
 
 def _utcnow() -> datetime:
@@ -143,6 +150,11 @@ class NodeStatus:
     node_id: str
     stream_type: StreamType
     connected: bool = False
+    # Shared topology: the node's workload and the certificate identity it proved. Its
+    # status is then kept under "<workload>/<node id>" (``node_key``), so a node claiming
+    # another workload's node id cannot overwrite that node's status.
+    workload: str | None = None
+    identity: str | None = None
     connected_at: datetime | None = None
     disconnected_at: datetime | None = None
     types: dict[str, TypeStatus] = field(default_factory=dict)
@@ -157,6 +169,8 @@ class NodeStatus:
     def as_dict(self) -> dict[str, Any]:
         return {
             "node_id": self.node_id,
+            "workload": self.workload,
+            "identity": self.identity,
             "stream_type": self.stream_type,
             "connected": self.connected,
             "connected_at": _iso(self.connected_at),
@@ -228,14 +242,44 @@ class XdsStatus:
     def get(self, node_id: str) -> NodeStatus | None:
         return self._nodes.get(node_id)
 
+    def workload_nodes(self, workload: str) -> list[NodeStatus]:
+        """The nodes (connected or not) that proved ``workload``, by key."""
+        return [node for node in self.nodes() if node.workload == workload]
+
+    def forget_disconnected(self, older_than_s: float) -> int:
+        """Drop nodes disconnected for longer than ``older_than_s`` (a fleet's pods come
+        and go; their status must not grow without bound). Returns how many."""
+        now = self._clock()
+        gone = [
+            key
+            for key, node in self._nodes.items()
+            if not node.connected
+            and node.disconnected_at is not None
+            and (now - node.disconnected_at).total_seconds() > older_than_s
+        ]
+        for key in gone:
+            del self._nodes[key]
+            self._streams.pop(key, None)
+        if gone:
+            self._notify()
+        return len(gone)
+
     def nodes(self) -> list[NodeStatus]:
         return [self._nodes[node_id] for node_id in sorted(self._nodes)]
 
-    def stream_opened(self, node_id: str, stream_type: StreamType) -> NodeStatus:
+    def stream_opened(
+        self,
+        node_id: str,
+        stream_type: StreamType,
+        *,
+        workload: str | None = None,
+        identity: str | None = None,
+    ) -> NodeStatus:
         node = self._nodes.get(node_id)
         if node is None:
             node = self._nodes[node_id] = NodeStatus(node_id, stream_type)
         node.stream_type = stream_type
+        node.workload, node.identity = workload, identity
         node.connected = True
         node.connected_at = self._clock()
         self._streams[node_id] = self._streams.get(node_id, 0) + 1

@@ -169,7 +169,37 @@ def _status() -> Schema:
         "description": "References whose values the credential policy keeps out of Envoy",
         "additionalProperties": all_required({"rule": STRING, "reason": STRING}),
     }
-    return obj(list(required), {**required, "credentials_withheld": withheld})
+    versions = all_required({"cluster": NULLABLE_STRING, "listener": NULLABLE_STRING})
+    node = all_required(
+        {
+            "node_id": STRING,
+            "workload": STRING,
+            "identity": NULLABLE_STRING,
+            "connected": BOOLEAN,
+            "state": {"enum": ["pending", "acked", "nacked", "disabled", "disconnected"]},
+            "resource_versions": versions,
+            "acked_versions": {"type": "object", "additionalProperties": NULLABLE_STRING},
+            "nack": NULLABLE_STRING,
+        }
+    )
+    fleet = {
+        "oneOf": [
+            {"type": "null"},
+            all_required(
+                {
+                    "workloads": {"type": "array", "items": STRING},
+                    "nodes": {"type": "array", "items": node},
+                    "connected": INTEGER,
+                    "acked": INTEGER,
+                    "lagging": {"type": "array", "items": STRING},
+                }
+            ),
+        ],
+        "description": "Shared topology only (null in a pod): every node whose workload "
+        "should run the integration, with the versions it ACKed or Envoy's NACK text; "
+        "`lagging` names the connected nodes not yet running the current versions.",
+    }
+    return obj(list(required), {**required, "credentials_withheld": withheld, "fleet": fleet})
 
 
 def _resolution() -> Schema:

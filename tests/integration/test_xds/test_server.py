@@ -49,10 +49,12 @@ class DictSource:
             self.snapshots[node_id] = snapshot
             self._changed.notify_all()
 
-    def snapshot_for(self, node_id: str) -> Snapshot | None:
+    def snapshot_for(self, node_id: str, workload: str | None = None) -> Snapshot | None:
         return self.snapshots.get(node_id)
 
-    async def wait_for(self, node_id: str, after: str | None) -> Snapshot:
+    async def wait_for(
+        self, node_id: str, after: str | None, workload: str | None = None
+    ) -> Snapshot:
         async with self._changed:
             await self._changed.wait_for(
                 lambda: node_id in self.snapshots and self.snapshots[node_id].version != after
