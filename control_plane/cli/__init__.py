@@ -55,6 +55,44 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     p.add_argument(
+        "--topology",
+        choices=["pod", "shared"],
+        default="pod",
+        help="with --format bootstrap: pod (Envoy beside its control plane) or shared "
+        "(an application pod's Envoy, xDS over TLS to the control-plane Service)",
+    )
+    p.add_argument(
+        "--xds-address",
+        action="append",
+        metavar="HOST:PORT",
+        help="shared bootstrap: a control-plane address (repeat for several; default "
+        "integration-control-plane.integration-system.svc:18000)",
+    )
+    p.add_argument(
+        "--tls-dir",
+        type=Path,
+        default=Path("/etc/envoy/xds-tls"),
+        help="shared bootstrap: the directory of tls.crt, tls.key and ca.crt",
+    )
+    p.add_argument(
+        "--server-name",
+        help="shared bootstrap: the DNS SAN the control plane's certificate must carry "
+        "(default: the first address's host)",
+    )
+    p.add_argument("--node-id", help="bootstrap node id (Envoy's --service-node overrides it)")
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        help="shared bootstrap: write bootstrap.yaml and its two SDS files here (they are "
+        "read from --sds-dir; default: print bootstrap.yaml only)",
+    )
+    p.add_argument(
+        "--sds-dir",
+        type=Path,
+        default=Path("/etc/envoy/bootstrap"),
+        help="shared bootstrap: where Envoy finds the SDS files (the bootstrap's directory)",
+    )
+    p.add_argument(
         "--include-secrets",
         action="store_true",
         help="with --format envoy: resolve credential values into the output "
@@ -110,9 +148,39 @@ def _render(args: argparse.Namespace) -> int:
     settings = load_settings(os.environ, args.config)
     file = args.file or settings.integrations_file
     if args.format == "bootstrap":
-        from control_plane.sidecar.bootstrap import sidecar_bootstrap
+        from control_plane.sidecar.bootstrap import (
+            NODE_CLUSTER,
+            shared_bootstrap,
+            sidecar_bootstrap,
+        )
 
-        print(sidecar_bootstrap(settings))
+        if args.topology == "pod":
+            print(sidecar_bootstrap(settings))
+            return EXIT_OK
+        addresses = []
+        for raw in args.xds_address or ["integration-control-plane.integration-system.svc:18000"]:
+            host, _, port = raw.rpartition(":")
+            if not host or not port.isdigit():
+                print(f"--xds-address {raw!r}: write HOST:PORT", file=sys.stderr)
+                return EXIT_INVALID
+            addresses.append((host.strip("[]"), int(port)))
+        files = shared_bootstrap(
+            node_id=args.node_id or settings.envoy_node_id,
+            node_cluster=NODE_CLUSTER,
+            xds_addresses=addresses,
+            tls_dir=args.tls_dir,
+            sds_dir=args.sds_dir,
+            server_name=args.server_name or addresses[0][0],
+            admin_port=settings.envoy_admin_port,
+            delta=settings.xds_delta,
+        )
+        if args.output_dir is None:
+            print(files["bootstrap.yaml"], end="")
+            return EXIT_OK
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (args.output_dir / name).write_text(text, encoding="utf-8")
+            print(args.output_dir / name)
         return EXIT_OK
     try:
         items = _declared(args, settings, file)

@@ -29,6 +29,7 @@ __all__ = [
     "BootstrapTemplateNotFoundError",
     "bootstrap_template_path",
     "render_bootstrap",
+    "shared_bootstrap",
     "sidecar_bootstrap",
 ]
 
@@ -134,3 +135,134 @@ def sidecar_bootstrap(settings: Settings, xds_port: int | None = None) -> str:
         admin_port=settings.envoy_admin_port,
         delta=settings.xds_delta,
     )
+
+
+SDS_CLIENT_CERT = "sds-xds-client-cert.yaml"
+SDS_CA = "sds-xds-ca.yaml"
+
+
+def _sds_file(secret: dict[str, object], why: str) -> str:
+    doc = {
+        "resources": [
+            {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"}
+            | secret
+        ]
+    }
+    import yaml
+
+    return f"# {why}\n" + yaml.safe_dump(doc, sort_keys=False)
+
+
+def _path_source(path: Path) -> dict[str, object]:
+    return {
+        "path_config_source": {"path": str(path), "watched_directory": {"path": str(path.parent)}},
+        "resource_api_version": "V3",
+    }
+
+
+def shared_bootstrap(
+    *,
+    node_id: str,
+    node_cluster: str,
+    xds_addresses: list[tuple[str, int]],
+    tls_dir: Path,
+    sds_dir: Path,
+    server_name: str,
+    admin_port: int = 9901,
+    delta: bool = True,
+) -> dict[str, str]:
+    """The files of an application pod's Envoy in the shared topology, by file name:
+    ``bootstrap.yaml`` and the two file-based SDS secrets it reads from ``sds_dir``.
+
+    The per-pod template, with ``xds_cluster`` pointed at the control-plane replicas
+    (``STATIC`` for addresses, ``STRICT_DNS`` for a Service name) over TLS with the pod's
+    certificate and key (``tls_dir``/tls.crt, tls.key: its workload identity) and the CA
+    of the control plane's certificate (``tls_dir``/ca.crt), which must carry
+    ``server_name`` as a DNS SAN (cert-manager's Secret layout). Static ``tls_certificates``
+    are read once, so both come through file-based SDS watching ``tls_dir``: a renewed
+    certificate is used without restarting Envoy (Kubernetes swaps the Secret volume's
+    ``..data`` link, which the watch sees).
+    """
+    import yaml
+
+    if not xds_addresses:
+        raise ValueError("at least one control-plane address is needed")
+    for _, port in xds_addresses:
+        _check_port("xds port", port, allow_zero=False)
+    text = render_bootstrap(node_id, node_cluster, "127.0.0.1", 1, admin_port, delta)
+    doc = yaml.safe_load(text)
+    cluster = doc["static_resources"]["clusters"][0]
+    try:
+        for host, _ in xds_addresses:
+            ipaddress.ip_address(host)
+        cluster["type"] = "STATIC"
+    except ValueError:
+        cluster["type"] = "STRICT_DNS"
+    cluster["load_assignment"]["endpoints"] = [
+        {
+            "lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": h, "port_value": p}}}}
+                for h, p in xds_addresses
+            ]
+        }
+    ]
+    cluster["transport_socket"] = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3"
+            ".UpstreamTlsContext",
+            "sni": server_name,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificate_sds_secret_configs": [
+                    {
+                        "name": "xds_client_cert",
+                        "sds_config": _path_source(sds_dir / SDS_CLIENT_CERT),
+                    }
+                ],
+                "combined_validation_context": {
+                    "default_validation_context": {
+                        "match_typed_subject_alt_names": [
+                            {"san_type": "DNS", "matcher": {"exact": server_name}}
+                        ]
+                    },
+                    "validation_context_sds_secret_config": {
+                        "name": "xds_trusted_ca",
+                        "sds_config": _path_source(sds_dir / SDS_CA),
+                    },
+                },
+            },
+        },
+    }
+    header = (
+        "# Envoy bootstrap, shared topology: rendered by `integration-service render "
+        "--format bootstrap --topology shared`.\n"
+        "# Envoy's --service-node flag overrides node.id (Kubernetes: $(POD_NAME) from the "
+        "downward API);\n# the control plane serves the workload the client certificate "
+        "names, whatever the node id.\n"
+    )
+    watched = {"path": str(tls_dir)}
+    return {
+        "bootstrap.yaml": header + yaml.safe_dump(doc, sort_keys=False),
+        SDS_CLIENT_CERT: _sds_file(
+            {
+                "name": "xds_client_cert",
+                "tls_certificate": {
+                    "certificate_chain": {"filename": str(tls_dir / "tls.crt")},
+                    "private_key": {"filename": str(tls_dir / "tls.key")},
+                    "watched_directory": watched,
+                },
+            },
+            "Envoy's xDS client certificate (its workload identity), re-read on rotation.",
+        ),
+        SDS_CA: _sds_file(
+            {
+                "name": "xds_trusted_ca",
+                "validation_context": {
+                    "trusted_ca": {"filename": str(tls_dir / "ca.crt")},
+                    "watched_directory": watched,
+                },
+            },
+            "The CA of the control plane's serving certificate, re-read on rotation.",
+        ),
+    }

@@ -848,3 +848,36 @@ def test_renewed_certificate_reaches_envoy_without_a_restart(
         time.sleep(0.05)
     shutil.rmtree(tls / "..v1")  # the kubelet removes the old version; Envoy holds the new
     assert loaded() == ({second[0]}, {second[1]})
+
+
+def test_app_envoy_files_are_what_render_prints(tmp_path: Path) -> None:
+    """The overlay's bootstrap and SDS files are the output of ``render --format bootstrap
+    --topology shared`` (node left to ``--service-node``/``--service-cluster``)."""
+    out = tmp_path / "rendered"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "control_plane.cli",
+            "render",
+            "--format",
+            "bootstrap",
+            "--topology",
+            "shared",
+            "--tls-dir",
+            "/etc/envoy/xds-tls",
+            "--sds-dir",
+            "/etc/envoy/bootstrap",
+            "--output-dir",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("INTEGRATION_SERVICE_")},
+    )
+    shipped = SHARED / "example-app" / "envoy"
+    for name in ("bootstrap.yaml", "sds-xds-client-cert.yaml", "sds-xds-ca.yaml"):
+        rendered = yaml.safe_load((out / name).read_text())
+        rendered.pop("node", None)
+        assert rendered == yaml.safe_load((shipped / name).read_text()), name
