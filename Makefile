@@ -52,3 +52,4 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)
 	# Vetted resolution (issue 15): its section is appended to the RESULTS.md just written.
 	$(PY) -m bench.vetted $(QUICK) >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
+	$(PY) -m bench.fleet $(QUICK) --json $(if $(QUICK),bench/quick,bench)/fleet.json >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
