@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from control_plane.api.caller import WARNINGS, principal_of
-from control_plane.keys import REGISTRY, SECURITY
+from control_plane.keys import FLEET, REGISTRY, SECURITY
 from control_plane.model import Integration
 from control_plane.problems import Problem, RegistryError
 from control_plane.registry.credential_policy import raw_upstream
@@ -50,6 +50,8 @@ async def admit_integration(
             )
     _check_scheme(out.get("upstream"))
     item, problems = request.app[REGISTRY].check(out, replacing=current.id if current else None)
+    if item is not None:
+        problems = [*problems, *_workload_problems(request, item)]
     security = request.app.get(SECURITY)
     refused: SsrfRefused | None = None
     target = (
@@ -81,6 +83,30 @@ async def admit_integration(
     if problems or item is None:
         raise RegistryError(problems, "invalid integration")
     return item
+
+
+def _workload_problems(request: web.Request, item: Integration) -> list[Problem]:
+    """Shared topology: ``workloads`` may name only declared workloads of its tenant.
+
+    (The snapshot cut enforces the tenant regardless; this refuses the mistake before it
+    is stored, naming the workloads that would run it.)"""
+    fleet = request.app.get(FLEET)
+    if fleet is None or not item.workloads:
+        return []
+    own = {w.name: w for w in fleet.workloads() if w.tenant == item.tenant}
+    problems = []
+    for index, name in enumerate(item.workloads):
+        if name in own:
+            continue
+        known = ", ".join(sorted(own)) or "none declared"
+        problems.append(
+            Problem(
+                f"/workloads/{index}",
+                f"{name!r} is not a workload of tenant {item.tenant!r}",
+                f"name one of its workloads ({known}) or declare it in the workloads file",
+            )
+        )
+    return problems
 
 
 def _check_scheme(upstream: Any) -> None:

@@ -266,3 +266,46 @@ async def test_shared_topology_with_real_envoys(
         status = await _status(session, b, "refunds")
         assert [n["node_id"] for n in status["fleet"]["nodes"] if n["connected"]] == ["ledger-pod"]
         await asyncio.sleep(0)
+
+
+async def test_probes_run_through_the_control_planes_own_envoy(tmp_path: Path) -> None:
+    """A replica started with its Envoy (``run`` without ``--no-envoy``) keeps that Envoy
+    as its probe node, on loopback: it runs every integration, so probes and the Envoy-
+    backed API work as in a pod while application pods get only their workload's part."""
+    pki = FleetPki(tmp_path / "pki")
+    workloads = write_workloads(tmp_path / "workloads.yaml", {"shop": ("acme", [SHOP])})
+    ports = {"orders": free_port(), "payouts": free_port()}
+    async with running_upstream() as upstream:
+        service = ServiceProcess(
+            tmp_path / "cp",
+            _registry(upstream.url, ports),
+            embedded=True,
+            env={
+                **pki.settings_env(),
+                "INTEGRATION_SERVICE_WORKLOADS_FILE": str(workloads),
+                "INTEGRATION_SERVICE_PROBE_XDS_PORT": str(free_port()),
+                **SECRETS,
+            },
+        )
+        service.start()
+        try:
+            await service.wait_ready()
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+
+                async def probed(ident: str) -> dict[str, Any]:
+                    url = f"{service.base_url}/integrations/{ident}/test"
+                    async with session.post(url) as response:
+                        body: dict[str, Any] = await response.json()
+                        return body
+
+                async def both_ok() -> bool:
+                    results = [await probed(i) for i in ("orders", "payouts")]
+                    return all(r.get("ok") for r in results)
+
+                await wait_until(both_ok, deadline_s=30, message="probes through the probe Envoy")
+                assert len(upstream.requests) >= 2
+                status = await _status(session, service, "orders")
+                assert status["fleet"]["workloads"] == ["shop"]
+                assert status["fleet"]["nodes"] == []  # the probe node is no workload's
+        finally:
+            service.stop()

@@ -211,3 +211,24 @@ async def test_status_lists_each_node_of_the_workloads_that_run_it(
         ready = await client.get("/health/ready")
         assert ready.status == 200
         await node.close()
+
+
+async def test_workloads_of_another_tenant_are_refused_before_storing(shared: Shared) -> None:
+    client, _ = shared
+    document = {
+        "id": "ledger",
+        "kind": "http",
+        "tenant": "billing",
+        "upstream": "https://api.weather.example.com",
+        "workloads": ["billing-api", "platform-web"],
+    }
+    refused = await client.post("/integrations", json=document)
+    assert refused.status == 422
+    body = await refused.json()
+    assert [e["pointer"] for e in body["errors"]] == ["/workloads/1"]
+    assert "not a workload of tenant 'billing'" in body["errors"][0]["message"]
+    assert (await client.get("/integrations/ledger")).status == 404
+    document["workloads"] = ["billing-api"]
+    created = await client.post("/integrations", json=document)
+    assert created.status == 201, await created.text()
+    assert (await created.json())["workloads"] == ["billing-api"]
