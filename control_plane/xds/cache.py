@@ -52,6 +52,9 @@ class SnapshotCache:
         # Shared topology: one snapshot per workload (a subset of the default one).
         self._per_workload: dict[str, Snapshot] = {}
         self._changed = asyncio.Event()
+        # One event per workload: a change wakes only the streams of the workloads whose
+        # snapshot it changed (a fleet has many streams, a change affects few).
+        self._workload_changed: dict[str, asyncio.Event] = {}
 
     @property
     def snapshot(self) -> Snapshot | None:
@@ -83,9 +86,13 @@ class SnapshotCache:
         for snapshot in snapshots.values():
             snapshot.check()
         before = {name: s.version for name, s in self._per_workload.items()}
+        after = {name: s.version for name, s in snapshots.items()}
         self._per_workload = dict(snapshots)
-        if before != {name: s.version for name, s in snapshots.items()}:
-            self._notify()
+        for name in set(before) | set(after):
+            if before.get(name) != after.get(name):
+                event = self._workload_changed.pop(name, None)
+                if event is not None:
+                    event.set()
 
     def workload_snapshot(self, workload: str) -> Snapshot | None:
         return self._per_workload.get(workload)
@@ -98,6 +105,12 @@ class SnapshotCache:
     async def wait_for(
         self, node_id: str, after: str | None, workload: str | None = None
     ) -> Snapshot:
+        while workload is not None:
+            changed = self._workload_changed.setdefault(workload, asyncio.Event())
+            snapshot = self._per_workload.get(workload)
+            if snapshot is not None and snapshot.version != after:
+                return snapshot
+            await changed.wait()
         while True:
             changed = self._changed
             snapshot = self.snapshot_for(node_id, workload)
