@@ -4,7 +4,8 @@ server, readiness, and the housekeeping a fleet needs.
 * The workloads file is loaded before the registry starts (an invalid file stops the
   start, as for the grants), and re-read every second: a change re-cuts the workload
   snapshots and closes connections whose certificate no longer names a workload.
-* Readiness: a replica is ready when it can serve (``shared_config``); nodes that lag are
+* Readiness: a replica is ready when it can serve (``shared_config``, and the store
+  reachable); nodes that lag are
   shown per integration (``GET /integrations/{id}/status``, its ``nodes`` block).
 * The status of nodes disconnected for longer than ``node_status_retention`` is dropped.
 """
@@ -19,7 +20,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from control_plane.api import health
-from control_plane.keys import FLEET, PIPELINE, SETTINGS, XDS_CACHE
+from control_plane.keys import FLEET, PIPELINE, SETTINGS, STORE_HEALTH, XDS_CACHE
 from control_plane.registry.workloads import WorkloadsFile
 from control_plane.settings import Settings
 from control_plane.xds.config_state import shared_config
@@ -74,7 +75,13 @@ async def _fleet_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _serving(app: web.Application) -> dict[str, object]:
-    return shared_config(app[XDS_CACHE], app[PIPELINE].state)
+    """Ready when it can serve: the configuration is built and the store reachable (a
+    replica cut off from the store would serve what the others may have changed; its
+    Envoys move to a replica that has it, and keep their configuration meanwhile)."""
+    out = shared_config(app[XDS_CACHE], app[PIPELINE].state)
+    if app[STORE_HEALTH].up is False:
+        return {**out, "ok": False, "detail": "the store is unreachable"}
+    return out
 
 
 def install_fleet(app: web.Application) -> None:

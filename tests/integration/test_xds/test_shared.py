@@ -17,7 +17,7 @@ import pytest_asyncio
 from aiohttp.test_utils import TestClient
 
 from control_plane.app.wiring import create_app
-from control_plane.keys import FLEET, XDS_CACHE
+from control_plane.keys import FLEET, STORE, STORE_HEALTH, XDS_CACHE
 from control_plane.xds.resources import CLUSTER, LISTENER, SECRET
 from tests.support.app import app_settings
 from tests.support.fleet import DeltaNode, FleetPki, open_delta, write_workloads
@@ -232,3 +232,14 @@ async def test_workloads_of_another_tenant_are_refused_before_storing(shared: Sh
     created = await client.post("/integrations", json=document)
     assert created.status == 201, await created.text()
     assert (await created.json())["workloads"] == ["billing-api"]
+
+
+async def test_a_replica_cut_off_from_its_store_is_not_ready(shared: Shared) -> None:
+    client, _ = shared
+    assert (await client.get("/health/ready")).status == 200
+    await client.app[STORE].close()  # the store goes away under the replica
+    await client.app[STORE_HEALTH].check()
+    ready = await client.get("/health/ready")
+    assert ready.status == 503
+    body = await ready.json()
+    assert body["checks"]["config"]["detail"] == "the store is unreachable"
