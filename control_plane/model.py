@@ -104,6 +104,11 @@ class RateLimit:
     rule: str | None = None
     tenant_header: str = "x-tenant-id"
     per_tenant: Mapping[str, RateBucket] = field(default_factory=dict)
+    # docs/rate-limits.md: where the quota holds, and what a global one does when the
+    # rate-limit service cannot answer.
+    scope: Literal["pod", "fleet", "global"] = "pod"
+    failure_mode: Literal["open", "closed"] = "open"
+    response_headers: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +261,12 @@ def to_document(item: Integration, *, with_meta: bool = True) -> dict[str, Any]:
         if rl.per_tenant:
             rate["tenant_header"] = rl.tenant_header
             rate["per_tenant"] = {t: _bucket_doc(b) for t, b in sorted(rl.per_tenant.items())}
+        if rl.scope != "pod":
+            rate["scope"] = rl.scope
+        if rl.failure_mode != "open":
+            rate["failure_mode"] = rl.failure_mode
+        if rl.response_headers:
+            rate["response_headers"] = True
         policies["rate_limit"] = rate
     doc: dict[str, Any] = {
         "id": item.id,

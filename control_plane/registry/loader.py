@@ -30,7 +30,12 @@ from control_plane.model import (
 from control_plane.problems import Problem, RegistryError
 from control_plane.registry.credential_policy import CredentialPolicy
 from control_plane.registry.durations import duration_problems, parse_duration
-from control_plane.registry.rate_rules import RateRules, load_rate_limits, resolve_rate_limit
+from control_plane.registry.rate_rules import (
+    RateRules,
+    global_unit_problems,
+    load_rate_limits,
+    resolve_rate_limit,
+)
 from control_plane.registry.schema import file_schema, integration_schema
 from control_plane.registry.validation import schema_problems
 from control_plane.registry.yamlmarks import MarkedDocument, load_marked
@@ -298,6 +303,8 @@ def _semantic_problems(doc: MarkedDocument, items: list[Any], rules: RateRules) 
                     f"define it in config/rate_limits.yaml or use one of: {known}",
                 )
             )
+        elif isinstance(rule, dict) and rule:
+            problems.extend(global_unit_problems(doc, rule, rules, (*base, "policies")))
     return problems
 
 

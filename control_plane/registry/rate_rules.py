@@ -8,13 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from control_plane.model import RateBucket, RateLimit
-from control_plane.problems import RegistryError
+from control_plane.problems import Problem, RegistryError
 from control_plane.registry.durations import parse_duration
 from control_plane.registry.schema import rate_limits_schema
 from control_plane.registry.validation import schema_problems
-from control_plane.registry.yamlmarks import load_marked
+from control_plane.registry.yamlmarks import MarkedDocument, load_marked
 
-__all__ = ["RateRules", "load_rate_limits", "resolve_rate_limit"]
+__all__ = [
+    "GLOBAL_UNITS",
+    "RateRules",
+    "global_unit_problems",
+    "load_rate_limits",
+    "resolve_rate_limit",
+]
 
 RateRules = Mapping[str, RateLimit]
 
@@ -44,6 +50,11 @@ def resolve_rate_limit(raw: Mapping[str, Any], rules: RateRules) -> RateLimit:
         rule=raw.get("rule"),
         tenant_header=raw.get("tenant_header", base.tenant_header if base else "x-tenant-id"),
         per_tenant=per_tenant,
+        scope=raw.get("scope", base.scope if base else "pod"),
+        failure_mode=raw.get("failure_mode", base.failure_mode if base else "open"),
+        response_headers=bool(
+            raw.get("response_headers", base.response_headers if base else False)
+        ),
     )
 
 
@@ -62,5 +73,37 @@ def load_rate_limits(path: Path) -> dict[str, RateLimit]:
             rule=name,
             tenant_header=raw.get("tenant_header", "x-tenant-id"),
             per_tenant={t: _bucket(b) for t, b in raw.get("per_tenant", {}).items()},
+            scope=raw.get("scope", "pod"),
+            failure_mode=raw.get("failure_mode", "open"),
+            response_headers=bool(raw.get("response_headers", False)),
         )
     return rules
+
+
+# envoyproxy/ratelimit counts in whole units: requests_per_unit per second/minute/hour/day.
+GLOBAL_UNITS = {1.0: "second", 60.0: "minute", 3600.0: "hour", 86400.0: "day"}
+
+
+def global_unit_problems(
+    doc: MarkedDocument, raw: Mapping[str, Any], rules: RateRules, path: tuple[str | int, ...]
+) -> list[Problem]:
+    """A global quota's windows must be whole units the rate-limit service counts in."""
+    try:
+        limit = resolve_rate_limit(raw, rules)
+    except (KeyError, ValueError, TypeError):
+        return []  # the schema reports it
+    if limit.scope != "global":
+        return []
+    buckets = {"": limit.bucket, **{f"per_tenant/{t}": b for t, b in limit.per_tenant.items()}}
+    problems = []
+    for where, bucket in buckets.items():
+        if bucket.per not in GLOBAL_UNITS:
+            pointer: tuple[str | int, ...] = (*path, "rate_limit", *where.split("/"), "per")
+            problems.append(
+                doc.problem(
+                    tuple(p for p in pointer if p != ""),
+                    f"scope global counts per second, minute, hour or day; per is {bucket.per:g}s",
+                    "write per: 1s, 1m, 1h or 1d (and requests for that window)",
+                )
+            )
+    return problems

@@ -88,6 +88,27 @@ _UPSTREAM: dict[str, Any] = {
     ]
 }
 
+# Where a quota holds (docs/rate-limits.md): each Envoy (pod), shared by the live members of
+# the fleet (fleet: Envoy's local_cluster_rate_limit), or exactly across the fleet (global:
+# envoyproxy/ratelimit with Redis).
+_RATE_SCOPE: dict[str, Any] = {
+    "scope": {
+        "enum": ["pod", "fleet", "global"],
+        "description": "pod: each Envoy has the whole bucket (the default); fleet: the "
+        "bucket is divided among the live members of the fleet; global: one exact count "
+        "across the fleet (envoyproxy/ratelimit)",
+    },
+    "failure_mode": {
+        "enum": ["open", "closed"],
+        "description": "global scope: when the rate-limit service cannot answer, let the "
+        "request through (open, the default) or refuse it (closed)",
+    },
+    "response_headers": {
+        "type": "boolean",
+        "description": "add x-ratelimit-limit/-remaining/-reset to responses to the app",
+    },
+}
+
 _POLICIES: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -123,6 +144,7 @@ _POLICIES: dict[str, Any] = {
                 "burst": {"type": "integer", "minimum": 1},
                 "tenant_header": {"type": "string", "pattern": "^[a-z0-9-]+(?!\n)$"},
                 "per_tenant": {"type": "object", "additionalProperties": _BUCKET},
+                **_RATE_SCOPE,
             },
             "anyOf": [{"required": ["rule"]}, {"required": ["requests"]}],
         },
@@ -265,6 +287,7 @@ def rate_limits_schema() -> Mapping[str, Any]:
                         **_BUCKET["properties"],
                         "tenant_header": {"type": "string"},
                         "per_tenant": {"type": "object", "additionalProperties": _BUCKET},
+                        **_RATE_SCOPE,
                     },
                 },
             }
