@@ -14,6 +14,7 @@ from aiohttp import web
 
 from control_plane.discovery.consul import ConsulRuntime
 from control_plane.discovery.dns import VettedResolver
+from control_plane.discovery.membership import FleetMembership
 from control_plane.events.runtime import EventsRuntime
 from control_plane.observability.metrics import ServiceMetrics
 from control_plane.probing.book import ProbeBook
@@ -35,6 +36,7 @@ __all__ = [
     "DNS_RESOLVER",
     "EVENTS",
     "FLEET",
+    "MEMBERSHIP",
     "METRICS",
     "PIPELINE",
     "PROBER",
@@ -64,6 +66,7 @@ CONSUL = web.AppKey("consul", ConsulRuntime)
 DNS_RESOLVER = web.AppKey("dns_resolver", VettedResolver)
 METRICS = web.AppKey("metrics", ServiceMetrics)
 CACHE_LEDGER = web.AppKey("cache_ledger", CacheLedger)
+MEMBERSHIP = web.AppKey("membership", FleetMembership)
 # The shared topology only: workloads and the TLS-gated xDS server.
 FLEET = web.AppKey("fleet", Fleet)
 # Per integration: (monotonic time, rate_limited counter) samples of the last minute.

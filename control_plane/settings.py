@@ -62,6 +62,11 @@ class Settings:
     # Shared topology: the response-cache directory in the application pods' Envoys, and
     # how long a disconnected node's status is kept (seconds).
     envoy_cache_dir: str = "/var/cache/integration-service"
+    # ``scope: fleet`` rate limits (docs/rate-limits.md): the fleet this replica belongs to
+    # (replicas sharing one Redis and this name share each bucket), and its heartbeat.
+    fleet_name: str = "integration-service"
+    fleet_heartbeat_interval: float = 2.0
+    fleet_heartbeat_ttl: float = 6.0
     # Shared topology: the loopback xDS port of the control plane's own probe Envoy.
     probe_xds_port: int = 18001
     node_status_retention: float = 600.0
@@ -170,6 +175,9 @@ ENV_NAMES: Mapping[str, str] = {
     "workloads_file": "INTEGRATION_SERVICE_WORKLOADS_FILE",
     "envoy_cache_dir": "INTEGRATION_SERVICE_ENVOY_CACHE_DIR",
     "probe_xds_port": "INTEGRATION_SERVICE_PROBE_XDS_PORT",
+    "fleet_name": "INTEGRATION_SERVICE_FLEET_NAME",
+    "fleet_heartbeat_interval": "INTEGRATION_SERVICE_FLEET_HEARTBEAT_INTERVAL",
+    "fleet_heartbeat_ttl": "INTEGRATION_SERVICE_FLEET_HEARTBEAT_TTL",
     "node_status_retention": "INTEGRATION_SERVICE_NODE_STATUS_RETENTION",
     "access_log_max_bytes": "INTEGRATION_SERVICE_ACCESS_LOG_MAX_BYTES",
     "access_log_check_interval": "INTEGRATION_SERVICE_ACCESS_LOG_CHECK_INTERVAL",

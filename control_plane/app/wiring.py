@@ -27,6 +27,7 @@ from control_plane.app.consul import install_consul
 from control_plane.app.dns import install_dns
 from control_plane.app.events import install_events
 from control_plane.app.fleet import create_fleet, install_fleet
+from control_plane.app.membership import install_membership
 from control_plane.app.security import install_security
 from control_plane.keys import (
     CACHE_LEDGER,
@@ -214,6 +215,7 @@ def create_app(
     # the Envoy-backed API work as in a pod (docs/deployment.md, "Probes").
     app.cleanup_ctx.append(_xds_ctx)
     app.cleanup_ctx.append(_envoy_ctx(with_envoy))
+    install_membership(app)  # fleet sizes for scope: fleet rate limits
     install_access_logs(app)  # after Envoy: rotates the access logs, Envoy reopens them
     app.cleanup_ctx.append(_prober_ctx)
     install_security(app, settings, os.environ if environ is None else environ)

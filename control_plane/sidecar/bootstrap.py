@@ -191,7 +191,7 @@ def shared_bootstrap(
         _check_port("xds port", port, allow_zero=False)
     text = render_bootstrap(node_id, node_cluster, "127.0.0.1", 1, admin_port, delta)
     doc = yaml.safe_load(text)
-    cluster = doc["static_resources"]["clusters"][0]
+    cluster = next(c for c in doc["static_resources"]["clusters"] if c["name"] == "xds_cluster")
     try:
         for host, _ in xds_addresses:
             ipaddress.ip_address(host)

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import operator
-import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +37,7 @@ from control_plane.registry.credentials import ResolvedCredentials, resolve_cred
 from control_plane.registry.view import RegistryView
 from control_plane.registry.workloads import Workload
 from control_plane.xds.cache import SnapshotCache
+from control_plane.xds.generations import Generations
 from control_plane.xds.snapshot import InconsistentSnapshot, Snapshot
 from control_plane.xds.translate import (
     CLUSTER,
@@ -51,7 +50,7 @@ from control_plane.xds.translate import (
     check_ports,
     translate,
 )
-from control_plane.xds.translate.endpoints import vetted_name
+from control_plane.xds.translate.endpoints import FLEET_CLUSTER, fleet_assignment, vetted_name
 
 __all__ = ["ConfigPipeline", "Generations", "PipelineState"]
 
@@ -83,35 +82,6 @@ class _Translation:
     warnings: list[str]
     # Replica-neutral versions of the resources that name node-local paths (listeners).
     versions: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
-
-
-class Generations:
-    """Small persisted counters: ``cluster`` (breaker reset) and ``cache`` (cache clear)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.cluster: dict[str, int] = {}
-        self.cache: dict[str, int] = {}
-        if path.exists():
-            try:
-                raw = json.loads(path.read_text(encoding="utf-8"))
-                self.cluster = {str(k): int(v) for k, v in raw.get("cluster", {}).items()}
-                self.cache = {str(k): int(v) for k, v in raw.get("cache", {}).items()}
-            except (ValueError, AttributeError):
-                log.warning(
-                    "generations file unreadable; starting from 0", extra={"file": str(path)}
-                )
-
-    def bump(self, table: dict[str, int], integration_id: str) -> int:
-        table[integration_id] = table.get(integration_id, 0) + 1
-        self._save()
-        return table[integration_id]
-
-    def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"cluster": self.cluster, "cache": self.cache}, sort_keys=True))
-        os.replace(tmp, self.path)  # atomic: never a half-written file
 
 
 @dataclass(slots=True)
@@ -146,6 +116,10 @@ class ConfigPipeline:
         self.cache_root = cache_root if cache_root is not None else data_dir / "http-cache"
         # The shared topology: every snapshot is also cut into one per workload.
         self.workloads = workloads
+        # The fleet's size for ``scope: fleet`` rate limits (the bootstrap's local cluster):
+        # the live members of this pod's fleet, and of each workload's (set_fleet_members).
+        self.fleet_members = 1
+        self.workload_members: dict[str, int] = {}
         self.access_log_dir = data_dir / "access-logs" if access_logs else None
         self.endpoints: dict[str, Sequence[tuple[str, int]]] = {}
         # Vetted resolution: accepted addresses by host name (``set_resolved``).
@@ -215,6 +189,7 @@ class ConfigPipeline:
                 self.cache_path(item.id).mkdir(parents=True, exist_ok=True)
         try:
             resources, versions, translation_warnings, fresh = self._translate(view, resolved)
+            resources[ENDPOINT][FLEET_CLUSTER] = fleet_assignment(self.fleet_members)
             snapshot = Snapshot.build(resources, previous=self._snapshot, versions=versions)
             per_workload = self._per_workload(view, snapshot, fresh)
             self.cache.set_snapshot(snapshot)
@@ -316,8 +291,19 @@ class ConfigPipeline:
                 translation = translations.get(item.id) or self._translations[item.id]
                 for type_url, by_name in translation.resources.items():
                     wanted.setdefault(type_url, []).extend(by_name)
-            out[workload.name] = snapshot.subset(wanted)
+            members = fleet_assignment(self.workload_members.get(workload.name, 1))
+            out[workload.name] = snapshot.subset(wanted, {ENDPOINT: {FLEET_CLUSTER: members}})
         return out
+
+    def set_fleet_members(self, pod: int, workloads: Mapping[str, int]) -> None:
+        """New fleet sizes (pod: this pod's fleet; workloads: each workload's live nodes
+        across replicas); applied only when one changed, so a steady fleet pushes nothing."""
+        pod = max(1, pod)
+        sizes = {name: max(1, n) for name, n in workloads.items()}
+        if pod == self.fleet_members and sizes == self.workload_members:
+            return
+        self.fleet_members, self.workload_members = pod, sizes
+        self.apply_current()
 
     def _keep(self, translations: dict[str, _Translation | None], snapshot: Snapshot) -> None:
         """Remember the translations now served, holding the snapshot's frozen copies.

@@ -171,14 +171,19 @@ class Snapshot:
             reference_cache=reference_cache,
         )
 
-    def subset(self, names: Mapping[str, Iterable[str]]) -> Snapshot:
+    def subset(
+        self,
+        names: Mapping[str, Iterable[str]],
+        extra: Mapping[str, Mapping[str, Message]] | None = None,
+    ) -> Snapshot:
         """The part of this snapshot holding only ``names`` (by type URL), checked.
 
         Shares this snapshot's frozen messages, versions and reference walks: nothing is
         copied or hashed again but the overall version. A workload's snapshot (the shared
         topology) is the subset of its integrations' resources, so equal registries give
-        every replica equal workload versions too. Raises :class:`InconsistentSnapshot`
-        when the subset references what it leaves out.
+        every replica equal workload versions too. ``extra``: resources of the subset's
+        own (copied and hashed), replacing any of the same name. Raises
+        :class:`InconsistentSnapshot` when the subset references what it leaves out.
         """
         frozen: dict[str, Mapping[str, Message]] = {}
         by_type: dict[str, Mapping[str, str]] = {}
@@ -186,9 +191,17 @@ class Snapshot:
         for type_url in ADS_ORDER:
             messages, versions = self.get(type_url), self.versions.get(type_url, {})
             wanted = sorted(set(names.get(type_url, ())) & set(messages))
-            frozen[type_url] = MappingProxyType({n: messages[n] for n in wanted})
-            by_type[type_url] = MappingProxyType({n: versions[n] for n in wanted})
+            own = {n: messages[n] for n in wanted}
+            own_versions = {n: versions[n] for n in wanted}
+            for name, message in (extra or {}).get(type_url, {}).items():
+                copy = type(message)()
+                copy.CopyFrom(message)
+                own[name], own_versions[name] = copy, content_version(copy)
+            frozen[type_url] = MappingProxyType(dict(sorted(own.items())))
+            by_type[type_url] = MappingProxyType(dict(sorted(own_versions.items())))
             for name in wanted:
+                if name in (extra or {}).get(type_url, {}):
+                    continue
                 refs = self.reference_cache.get((type_url, name))
                 if refs is not None:
                     reference_cache[(type_url, name)] = refs

@@ -104,13 +104,14 @@ async def test_admin_on_port_zero_is_discovered(envoy: EnvoySupervisor, xds_port
     assert "envoy_server_live" in prometheus
     # With ?resource= Envoy lists the matching entries themselves under "configs".
     names = [c["cluster"]["name"] for c in static["configs"]]
-    assert names == ["xds_cluster"]
+    # xDS, and the fleet (the local cluster a scope: fleet rate limit divides by).
+    assert names == ["integration_fleet", "xds_cluster"]
 
 
 async def test_ready_goes_live_without_control_plane(envoy: EnvoySupervisor) -> None:
     # A pod must become ready even when the control plane is not up yet. Envoy waits for
-    # CDS, then for LDS, each up to initial_fetch_timeout (10 s in envoy/bootstrap.yaml): LIVE
-    # comes after about 20 s (measured: PRE_INITIALIZING -> INITIALIZING at 10 s -> LIVE at 20 s).
+    # the fleet's EDS (2 s), then CDS, then LDS, each up to its initial_fetch_timeout (10 s in
+    # envoy/bootstrap.yaml): LIVE comes after about 22 s.
     async with asyncio.timeout(30):
         await envoy.wait_ready()
     async with envoy.admin() as admin:

@@ -28,6 +28,7 @@ from control_plane.xds.resources import ADS_ORDER, CLUSTER, ENDPOINT, LISTENER, 
 from control_plane.xds.server import serve
 from control_plane.xds.snapshot import Snapshot
 from control_plane.xds.status import TypeStatus
+from control_plane.xds.translate.endpoints import FLEET_CLUSTER, fleet_assignment
 from tests.support.envoy import dynamic_clusters, dynamic_listeners, running_envoy
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
@@ -228,7 +229,11 @@ async def test_eds_rds_and_sds_reach_envoy(
     listener_port = free_port()
     resources = {
         CLUSTER: {"upstream": eds_cluster("upstream")},
-        ENDPOINT: {"upstream": assignment("upstream", upstream_port)},
+        ENDPOINT: {
+            "upstream": assignment("upstream", upstream_port),
+            # The bootstrap's local cluster (the fleet), which the control plane always serves.
+            FLEET_CLUSTER: fleet_assignment(1),
+        },
         LISTENER: {
             "ingress": rds_listener(
                 "ingress", "ingress-routes", [credential_injector("upstream-token")], listener_port

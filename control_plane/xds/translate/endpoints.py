@@ -20,7 +20,17 @@ from control_plane.model import Integration
 from control_plane.xds.translate.messages import is_ip
 from control_plane.xds.translate.options import TranslateOptions
 
-__all__ = ["load_assignment", "vetted_assignment", "vetted_name"]
+__all__ = [
+    "FLEET_CLUSTER",
+    "fleet_assignment",
+    "load_assignment",
+    "vetted_assignment",
+    "vetted_name",
+]
+
+# The bootstrap's local cluster (envoy/bootstrap.yaml): the fleet whose size divides a
+# ``scope: fleet`` rate limit. An underscore: never an integration id (a DNS label).
+FLEET_CLUSTER = "integration_fleet"
 
 
 def load_assignment(cluster: str, endpoints: Sequence[tuple[str, int]]) -> Any:
@@ -44,6 +54,13 @@ def load_assignment(cluster: str, endpoints: Sequence[tuple[str, int]]) -> Any:
             )
         ],
     )
+
+
+def fleet_assignment(members: int) -> Any:
+    """The fleet's membership as Envoy counts it: one endpoint per live member (at least
+    this node). Placeholders on 127.0.0.1, ports 1..N: nothing is ever routed to them,
+    Envoy's local_cluster_rate_limit only counts them."""
+    return load_assignment(FLEET_CLUSTER, [("127.0.0.1", n + 1) for n in range(max(1, members))])
 
 
 def vetted_name(item: Integration) -> str | None:

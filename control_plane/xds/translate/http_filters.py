@@ -124,6 +124,12 @@ def _local_ratelimit(item: Integration) -> Any | None:
             for t, bucket in sorted(rl.per_tenant.items())
         ],
     )
+    if rl.scope == "fleet":
+        # Each Envoy takes 1/N of every bucket, N the live members of the bootstrap's local
+        # cluster (the fleet membership the control plane serves over EDS).
+        config.local_cluster_rate_limit.SetInParent()
+    if rl.response_headers:
+        config.enable_x_ratelimit_headers = ratelimit_pb2.DRAFT_VERSION_03
     if rl.per_tenant:
         # In the filter, not on the route: Envoy 1.40 warns that route-level rate_limits
         # "will be ignored in the future" for local rate limits. Without the header no

@@ -81,7 +81,8 @@ async def _envoy(
     bootstrap = files["bootstrap.yaml"]
     if cert is None:
         doc = yaml.safe_load(bootstrap)
-        tls_context = doc["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]
+        xds = next(c for c in doc["static_resources"]["clusters"] if c["name"] == "xds_cluster")
+        tls_context = xds["transport_socket"]["typed_config"]
         del tls_context["common_tls_context"]["tls_certificate_sds_secret_configs"]
         bootstrap = yaml.safe_dump(doc)
     supervisor = EnvoySupervisor(

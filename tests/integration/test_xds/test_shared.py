@@ -15,10 +15,12 @@ import grpc
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient
+from envoy.config.endpoint.v3 import endpoint_pb2
 
 from control_plane.app.wiring import create_app
 from control_plane.keys import FLEET, STORE, STORE_HEALTH, XDS_CACHE
-from control_plane.xds.resources import CLUSTER, LISTENER, SECRET
+from control_plane.xds.resources import CLUSTER, ENDPOINT, LISTENER, SECRET
+from control_plane.xds.translate.endpoints import FLEET_CLUSTER
 from tests.support.app import app_settings
 from tests.support.fleet import DeltaNode, FleetPki, open_delta, write_workloads
 
@@ -55,6 +57,7 @@ async def shared(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[Shared]:
         workloads_file=workloads,
         probe_xds_port=0,
         probe_enabled=False,
+        fleet_heartbeat_interval=0.1,
     )
     client = await aiohttp_client(create_app(settings, environ=ENV))
     yield client, pki
@@ -243,3 +246,34 @@ async def test_a_replica_cut_off_from_its_store_is_not_ready(shared: Shared) -> 
     assert ready.status == 503
     body = await ready.json()
     assert body["checks"]["config"]["detail"] == "the store is unreachable"
+
+
+async def test_a_workloads_fleet_is_its_connected_nodes(shared: Shared) -> None:
+    """``scope: fleet`` divides by the workload's live nodes: the membership EDS a node
+    gets counts the nodes of its workload (without Redis: those on this replica)."""
+    client, pki = shared
+    cert = pki.client("billing", uri=BILLING)
+    opened = [open_delta(_port(client), pki, cert) for _ in range(2)]
+    nodes = [DeltaNode(stub, f"billing-{n}") for n, (_, stub) in enumerate(opened)]
+    try:
+        first = nodes[0]
+        first.subscribe(ENDPOINT, [FLEET_CLUSTER])
+        response = await first.receive()
+        sizes = [_members(response)]
+        nodes[1].subscribe(ENDPOINT, [FLEET_CLUSTER])
+        await nodes[1].receive()
+        while sizes[-1] != 2:  # the next heartbeat counts the second node
+            sizes.append(_members(await first.receive()))
+        assert sizes[0] == 1 and sizes[-1] == 2
+    finally:
+        for node in nodes:
+            await node.close()
+        for channel, _ in opened:
+            await channel.close(None)
+
+
+def _members(response: Any) -> int:
+    (resource,) = [r for r in response.resources if r.name == FLEET_CLUSTER]
+    assignment = endpoint_pb2.ClusterLoadAssignment()
+    resource.resource.Unpack(assignment)
+    return sum(len(locality.lb_endpoints) for locality in assignment.endpoints)

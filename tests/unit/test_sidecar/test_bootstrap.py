@@ -41,7 +41,8 @@ def test_fills_node_ports_and_delta_ads() -> None:
         "port_value": 9901,
     }
     assert config["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"
-    (xds_cluster,) = config["static_resources"]["clusters"]
+    fleet, xds_cluster = config["static_resources"]["clusters"]
+    assert fleet["name"] == config["cluster_manager"]["local_cluster_name"] == "integration_fleet"
     endpoint = xds_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     assert endpoint["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 18000}
 
@@ -79,7 +80,8 @@ def test_rejects_bad_arguments(overrides: dict[str, Any]) -> None:
 
 def test_ipv6_xds_host() -> None:
     config = _render(xds_host="::1")
-    (xds_cluster,) = config["static_resources"]["clusters"]
+    fleet, xds_cluster = config["static_resources"]["clusters"]
+    assert fleet["name"] == config["cluster_manager"]["local_cluster_name"] == "integration_fleet"
     endpoint = xds_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     assert endpoint["address"]["socket_address"]["address"] == "::1"
 

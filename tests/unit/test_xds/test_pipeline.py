@@ -14,9 +14,10 @@ from control_plane.registry.credentials import resolve_credentials
 from control_plane.registry.view import RegistryView
 from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.pipeline import ConfigPipeline
-from control_plane.xds.resources import ADS_ORDER, CLUSTER, LISTENER
+from control_plane.xds.resources import ADS_ORDER, CLUSTER, ENDPOINT, LISTENER
 from control_plane.xds.snapshot import Snapshot
 from control_plane.xds.translate import translate
+from control_plane.xds.translate.endpoints import FLEET_CLUSTER, fleet_assignment
 from tests.unit.test_xds.test_translate.cases import CASES, EXAMPLE_SECRETS
 
 
@@ -50,6 +51,9 @@ def _assert_from_scratch(pipeline: ConfigPipeline, view: RegistryView) -> None:
     """The served snapshot and warnings equal those of a full translation of ``view``."""
     resolved = resolve_credentials(view.items.values(), pipeline.environ)
     expected = translate(list(view.items.values()), resolved.values, pipeline.options())
+    # Beside the integrations' resources: the fleet's membership (the bootstrap's local
+    # cluster), always served.
+    expected.resources[ENDPOINT][FLEET_CLUSTER] = fleet_assignment(pipeline.fleet_members)
     scratch = Snapshot.build(expected.resources, versions=expected.versions)
     served = pipeline.cache.snapshot
     assert served is not None
