@@ -25,6 +25,7 @@ from control_plane.sidecar.accesslog import CacheLedger
 from control_plane.sidecar.link import SidecarLink
 from control_plane.store.health import StoreHealth
 from control_plane.store.protocol import RegistryStore
+from control_plane.tokens.broker import TokenBroker
 from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.pipeline import ConfigPipeline
 
@@ -44,6 +45,7 @@ __all__ = [
     "SIDECAR",
     "STORE",
     "STORE_HEALTH",
+    "TOKENS",
     "XDS_CACHE",
 ]
 
@@ -62,5 +64,6 @@ CONSUL = web.AppKey("consul", ConsulRuntime)
 DNS_RESOLVER = web.AppKey("dns_resolver", VettedResolver)
 METRICS = web.AppKey("metrics", ServiceMetrics)
 CACHE_LEDGER = web.AppKey("cache_ledger", CacheLedger)
+TOKENS = web.AppKey("tokens", TokenBroker)
 # Per integration: (monotonic time, rate_limited counter) samples of the last minute.
 RATE_SAMPLES = web.AppKey("rate_samples", dict[str, deque[tuple[float, float]]])

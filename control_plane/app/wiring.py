@@ -26,6 +26,7 @@ from control_plane.app.consul import install_consul
 from control_plane.app.dns import install_dns
 from control_plane.app.events import install_events
 from control_plane.app.security import install_security
+from control_plane.app.tokens import install_tokens
 from control_plane.keys import (
     CACHE_LEDGER,
     PIPELINE,
@@ -138,9 +139,9 @@ async def _config_acked(app: web.Application) -> dict[str, object]:
 
 
 def credential_policy(settings: Settings) -> CredentialPolicy:
-    """The policy's parts the settings give: file roots, and the reference the admin-key
-    setting names (reserved like the service's own variables)."""
-    reserved = frozenset({settings.admin_key} if settings.admin_key else ())
+    """The policy's parts the settings give: file roots, and the references the admin-key
+    and token-encryption-key settings name (reserved like the service's own variables)."""
+    reserved = frozenset(ref for ref in (settings.admin_key, settings.token_encryption_key) if ref)
     return CredentialPolicy(file_roots=settings.file_root_paths(), reserved=reserved)
 
 
@@ -195,6 +196,7 @@ def create_app(
     install_security(app, settings, os.environ if environ is None else environ)
     install_events(app)  # after the store/registry contexts: started later, stopped sooner
     install_dns(app)  # vetted resolution: hears each registry view before the pipeline
+    install_tokens(app, env)  # after events (its events) and the metrics (its collector)
     install_consul(app)  # last: registered when all is up, deregistered first on shutdown
     for table in ROUTE_TABLES:
         app.add_routes(table)
