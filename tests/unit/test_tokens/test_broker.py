@@ -4,6 +4,7 @@ expiry, recover, refresh early once per token on a 401 storm, one request at a t
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,7 +131,7 @@ async def test_an_outage_keeps_the_token_while_valid_then_withdraws_it(harness: 
     retries = [t - start for t in h.provider.calls[1:]]
     # First retry at 88 s, then jittered backoff (0.75 of 1, 2, 4, 8, 8 ... s).
     assert retries[0] == pytest.approx(88.0)
-    gaps = [b - a for a, b in zip(retries, retries[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(retries)]
     assert gaps == pytest.approx([0.75, 1.5, 3.0])  # the next retry (at 99.25 s) is later
     await h.clock.advance(0.2)  # withdrawn min(30 s, 5 % of 100 s) before expiry: at 95 s
     withdrawn = [(t - start, token) for t, _, token in h.published if token is None]
