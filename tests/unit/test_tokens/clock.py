@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 __all__ = ["FakeClock"]
 
@@ -19,9 +20,10 @@ class FakeClock:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (self.t + max(0.0, delay), future)
         self._waiters.append(entry)
-        woken = asyncio.ensure_future(wake.wait())
+        woken: asyncio.Future[bool] = asyncio.ensure_future(wake.wait())
+        pending: set[asyncio.Future[Any]] = {future, woken}
         try:
-            await asyncio.wait({future, woken}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         finally:
             woken.cancel()
             if entry in self._waiters:
