@@ -38,6 +38,7 @@ from control_plane.keys import (
     SIDECAR,
     STORE,
     STORE_HEALTH,
+    TOKENS,
     XDS_CACHE,
 )
 from control_plane.observability.logging import configure_logging
@@ -138,6 +139,12 @@ async def _config_acked(app: web.Application) -> dict[str, object]:
     return node_config(app[XDS_CACHE], app[SETTINGS].envoy_node_id, app[PIPELINE].state)
 
 
+def _token_state(app: web.Application, integration_id: str) -> tuple[str, str | None] | None:
+    broker = app.get(TOKENS)
+    status = broker.status(integration_id) if broker is not None else None
+    return None if status is None else (str(status["state"]), status["last_error"])
+
+
 def credential_policy(settings: Settings) -> CredentialPolicy:
     """The policy's parts the settings give: file roots, and the references the admin-key
     and token-encryption-key settings name (reserved like the service's own variables)."""
@@ -181,6 +188,7 @@ def create_app(
         schedule=ProbeSchedule.from_settings(settings),
         admin=lambda: app[SIDECAR].admin(timeout=2.0),
         policy=lambda: app[REGISTRY].policy,
+        token_state=lambda ident: _token_state(app, ident),
     )
     app[SIDECAR] = SidecarLink(settings.envoy_node_id, settings.envoy_admin_port)
     checks: dict[str, health.Check] = {"envoy": _envoy_ready, "config": _config_acked}
