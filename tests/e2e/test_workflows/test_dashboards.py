@@ -402,8 +402,8 @@ async def test_every_panel_has_data_and_alerts_fire(tmp_path: Path) -> None:
     missing = {(t.panel, t.ref) for t in targets} - set(EXPECT)
     assert not missing, f"panels without a scenario in EXPECT: {sorted(missing)}"
 
-    names = ("limited", "flaky", "guarded", "down", "tls", "minted")
-    ports = {name: free_port() for name in names}
+    integrations = ("limited", "flaky", "guarded", "down", "tls", "minted")
+    ports = {name: free_port() for name in integrations}
     xds_port, admin_port, stats_port = free_port(), free_port(), free_port()
     async with (
         running_upstream() as ok,
