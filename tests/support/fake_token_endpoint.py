@@ -149,9 +149,10 @@ class FakeTokenEndpoint:
         return "ok" if at < expiry else "expired"
 
     async def api(self, request: web.Request) -> web.Response:
-        verdict = self.verdict(request.headers.get("Authorization"), time.time())
+        at = time.time()
+        verdict = self.verdict(request.headers.get("Authorization"), at)
         self.verdicts[verdict] += 1
-        self.api_requests.append({"path": request.path_qs, "verdict": verdict})
+        self.api_requests.append({"path": request.path_qs, "verdict": verdict, "at": at})
         if verdict != "ok":
             return web.json_response({"error": "invalid_token", "verdict": verdict}, status=401)
         return web.json_response({"ok": True})
