@@ -39,3 +39,20 @@ def test_a_minted_token_never_prints_its_value() -> None:
     minted = Minted("secret-token-value", issued_at=1.0, expires_at=2.0)
     assert "secret-token-value" not in repr(minted)
     assert "secret-token-value" not in str(minted)
+
+
+def test_settings_give_the_policy_and_refuse_an_impossible_one() -> None:
+    from control_plane.app.tokens import refresh_policy
+    from control_plane.problems import RegistryError
+    from control_plane.settings import Settings, load_settings
+
+    settings = load_settings(
+        {
+            "INTEGRATION_SERVICE_TOKEN_REFRESH_FRACTION": "0.8",
+            "INTEGRATION_SERVICE_TOKEN_BACKOFF_MAX": "5",
+        }
+    )
+    policy = refresh_policy(settings)
+    assert (policy.fraction, policy.backoff_max, policy.margin) == (0.8, 5.0, 30.0)
+    with pytest.raises(RegistryError, match="invalid settings"):
+        refresh_policy(Settings(token_refresh_fraction=0.99))
