@@ -121,6 +121,9 @@ class _Minter:
             return clock.now() + _POLL_S
         except TokenError as exc:
             return await self._failed(str(exc))
+        except Exception as exc:  # a bug must not end the loop (and so the withdrawals)
+            log.exception("token refresh raised", extra={"integration": self.item.id})
+            return await self._failed(f"unexpected error: {type(exc).__name__}")
         self._install(minted)
         self._r = self.broker.random()
         if minted.source == "idp":
@@ -187,7 +190,10 @@ class _Minter:
                         assert record is not None
                         return record
                     minted = await self.broker.fetch(self.grant, values)
-                    await shared.put(self.grant, minted, self.broker.clock.now())
+                    try:
+                        await shared.put(self.grant, minted, self.broker.clock.now())
+                    except Exception as exc:  # the token is good; only sharing it failed
+                        self.broker.redis_failed(exc)
                     return minted
             return await self._await_other(shared, forced)
         except TokenError:

@@ -21,6 +21,7 @@ from control_plane.tokens.client import fetch_token
 from control_plane.tokens.schedule import Minted, RefreshPolicy
 from control_plane.tokens.shared import PREFIX, SharedTokens
 from tests.support.fake_token_endpoint import FakeTokenEndpoint, running_token_endpoint
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -131,3 +132,28 @@ async def test_shared_tokens_are_encrypted_and_bound_to_their_integration(
     async with shared.lock("alpha") as again:
         assert again  # released by its owner
     await shared.close()
+
+
+async def test_an_unreachable_redis_means_fetching_alone(fake: FakeTokenEndpoint) -> None:
+    from tests.support.ports import free_port
+
+    item = _item(fake.token_url)
+    values = {"client_id": fake.client_id, "client_secret": fake.client_secret}
+    published: list[str | None] = []
+    dead = redis_asyncio.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=0.5)
+    async with aiohttp.ClientSession() as session:
+
+        async def fetch(grant: object, vals: object) -> Minted:
+            return await fetch_token(session, grant, values)  # type: ignore[arg-type]
+
+        broker = TokenBroker(
+            fetch=fetch,
+            values=lambda _: values,
+            publish=lambda ident, token: published.append(token),
+            shared=SharedTokens(dead, TokenCipher(KEY)),
+        )
+        await broker.apply(RegistryView(items={item.id: item}, generation=1))
+        await wait_until(lambda: bool(published), message="a token without Redis")
+        await broker.close()
+    assert published and published[0] in fake.issued
+    assert fake.requests_served == 1
