@@ -53,3 +53,5 @@ bench: $(BENCH_STAMP)
 	# Vetted resolution (issue 15): its section is appended to the RESULTS.md just written.
 	$(PY) -m bench.vetted $(QUICK) >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
 	$(PY) -m bench.fleet $(QUICK) --json $(if $(QUICK),bench/quick,bench)/fleet.json >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
+	# Token broker (issue 18): the full-length acceptance runs, appended the same way.
+	$(PY) -m bench.tokens $(QUICK) >> $(if $(QUICK),bench/quick,bench)/RESULTS.md

@@ -1,6 +1,11 @@
-"""Auth0: OIDC discovery and JWKS pass through; Envoy fetches M2M tokens (client credentials)."""
+"""Auth0: OIDC discovery and JWKS pass through; M2M tokens minted by the control plane.
 
-from adapters.base import AdapterSpec, CredentialSlot
+With a ``client_id`` the integration is in token mode: the control plane's token broker
+performs the client-credentials grant at ``<upstream><token_path>`` with the required
+``audience`` (which Envoy's own OAuth2 credential cannot send) and Envoy injects the token.
+"""
+
+from adapters.base import GRANT_SETTINGS, TOKEN_CREDENTIALS, AdapterSpec
 
 ADAPTER = AdapterSpec(
     kind="auth0",
@@ -12,15 +17,21 @@ ADAPTER = AdapterSpec(
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "audience": {"type": "string", "description": "API audience for M2M tokens"},
+            **GRANT_SETTINGS,
+            "audience": {
+                "type": "string",
+                "minLength": 1,
+                "description": "API identifier the M2M tokens are for (required with client_id)",
+            },
             "token_path": {"type": "string", "pattern": "^/", "default": "/oauth/token"},
-            "scopes": {"type": "array", "items": {"type": "string"}},
         },
     },
-    credentials={
-        "client_id": CredentialSlot("M2M application client id"),
-        "client_secret": CredentialSlot("M2M application client secret"),
-    },
-    envoy_features=("credential_injector.oauth2", "tls_origination", "host_rewrite"),
+    credentials=TOKEN_CREDENTIALS,
+    envoy_features=(
+        "credential_injector.generic",
+        "token_broker",
+        "tls_origination",
+        "host_rewrite",
+    ),
     default_settings={"token_path": "/oauth/token"},
 )

@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["AdapterSpec", "CredentialSlot", "Protocol"]
+__all__ = [
+    "GRANT_SETTINGS",
+    "TOKEN_CREDENTIALS",
+    "TOKEN_SETTINGS",
+    "AdapterSpec",
+    "CredentialSlot",
+    "Protocol",
+]
 
 Protocol = Literal["http", "tcp"]
 
@@ -50,3 +57,40 @@ class AdapterSpec:
         if transport == "http":
             return "http"
         return self.protocol
+
+
+# Token mode (control_plane.registry.token_mode): the grant fields, one definition for the
+# ``token`` block of ``http`` and the settings of ``auth0``.
+GRANT_SETTINGS: Mapping[str, Any] = {
+    "auth_method": {
+        "enum": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "description": "how the client authenticates to the token endpoint (RFC 6749 "
+        "section 2.3.1; private_key_jwt: RFC 7523 with credentials.client_assertion_key)",
+    },
+    "scopes": {"type": "array", "items": {"type": "string", "pattern": r"^[!#-\[\]-~]+(?!\n)$"}},
+    "audience": {"type": "string", "minLength": 1, "description": "the API the token is for"},
+    "params": {
+        "type": "object",
+        "description": "extra form parameters of the token request (e.g. resource)",
+        "propertyNames": {"pattern": r"^[A-Za-z0-9_.-]{1,64}(?!\n)$"},
+        "additionalProperties": {"type": "string", "maxLength": 1024},
+    },
+    # Asymmetric only: a private_key_jwt assertion is signed with the client's private key.
+    "assertion_algorithm": {"enum": ["RS256", "PS256", "ES256"]},
+}
+TOKEN_SETTINGS: Mapping[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["token_url"],
+    "properties": {
+        "token_url": {"type": "string", "pattern": r"^https?://[^/?#\s]+(/\S*)?(?!\n)$"},
+        **GRANT_SETTINGS,
+    },
+}
+TOKEN_CREDENTIALS: Mapping[str, CredentialSlot] = {
+    "client_id": CredentialSlot("OAuth2 client id (sent to the token endpoint only)"),
+    "client_secret": CredentialSlot("OAuth2 client secret (sent to the token endpoint only)"),
+    "client_assertion_key": CredentialSlot(
+        "private key (PEM, file:) signing private_key_jwt client assertions"
+    ),
+}

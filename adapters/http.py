@@ -1,6 +1,11 @@
-"""Generic HTTP API: optional header credential injected by Envoy; configurable probe."""
+"""Generic HTTP API: optional header credential injected by Envoy; configurable probe.
 
-from adapters.base import AdapterSpec, CredentialSlot
+Token mode (``settings.token``): the control plane mints OAuth2 client-credentials tokens
+at ``token.token_url`` and Envoy injects them as ``Authorization: Bearer <token>``
+(``control_plane.registry.token_mode``, ``control_plane.tokens``).
+"""
+
+from adapters.base import TOKEN_CREDENTIALS, TOKEN_SETTINGS, AdapterSpec, CredentialSlot
 
 ADAPTER = AdapterSpec(
     kind="http",
@@ -16,10 +21,14 @@ ADAPTER = AdapterSpec(
             "expected_status": {"type": "integer", "minimum": 100, "maximum": 599},
             "api_key_header": {"type": "string", "default": "Authorization"},
             "api_key_prefix": {"type": "string", "default": "Bearer "},
+            "token": TOKEN_SETTINGS,
         },
     },
-    credentials={"api_key": CredentialSlot("token injected into api_key_header")},
-    envoy_features=("credential_injector.generic",),
+    credentials={
+        "api_key": CredentialSlot("token injected into api_key_header"),
+        **TOKEN_CREDENTIALS,
+    },
+    envoy_features=("credential_injector.generic", "token_broker"),
     default_settings={
         "probe_path": "/",
         "api_key_header": "Authorization",

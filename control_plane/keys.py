@@ -26,6 +26,7 @@ from control_plane.sidecar.accesslog import CacheLedger
 from control_plane.sidecar.link import SidecarLink
 from control_plane.store.health import StoreHealth
 from control_plane.store.protocol import RegistryStore
+from control_plane.tokens.broker import TokenBroker
 from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.fleet import Fleet
 from control_plane.xds.pipeline import ConfigPipeline
@@ -48,6 +49,7 @@ __all__ = [
     "SIDECAR",
     "STORE",
     "STORE_HEALTH",
+    "TOKENS",
     "XDS_CACHE",
 ]
 
@@ -69,5 +71,6 @@ CACHE_LEDGER = web.AppKey("cache_ledger", CacheLedger)
 MEMBERSHIP = web.AppKey("membership", FleetMembership)
 # The shared topology only: workloads and the TLS-gated xDS server.
 FLEET = web.AppKey("fleet", Fleet)
+TOKENS = web.AppKey("tokens", TokenBroker)
 # Per integration: (monotonic time, rate_limited counter) samples of the last minute.
 RATE_SAMPLES = web.AppKey("rate_samples", dict[str, deque[tuple[float, float]]])

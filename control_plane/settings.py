@@ -107,6 +107,20 @@ class Settings:
     # Replicas: a full re-read of the shared store at least this often (seconds), beside the
     # PostgreSQL notifications and Redis events that trigger one at once.
     registry_resync_interval: float = 30.0
+    # Token broker (docs/external-services.md, "Token mode"): refresh at a fraction of the
+    # lifetime minus up to ``jitter`` of it; withdraw a token min(margin s, 5 % of its
+    # lifetime) before expiry; back off from base to max seconds; a storm of this many
+    # upstream 401s within one check interval triggers one early refresh. With Redis,
+    # replicas share tokens only with an encryption key (a secret reference).
+    token_encryption_key: str | None = None
+    token_refresh_fraction: float = 0.9
+    token_refresh_jitter: float = 0.04
+    token_expiry_margin: float = 30.0
+    token_backoff_base: float = 1.0
+    token_backoff_max: float = 30.0
+    token_request_timeout: float = 10.0
+    token_401_threshold: int = 20
+    token_401_interval: float = 5.0
 
     def file_root_paths(self) -> tuple[Path, ...]:
         return tuple(Path(p.strip()) for p in self.file_roots.split(",") if p.strip())
@@ -206,6 +220,15 @@ ENV_NAMES: Mapping[str, str] = {
     "probe_healthy_threshold": "INTEGRATION_SERVICE_PROBE_HEALTHY_THRESHOLD",
     "probe_unhealthy_threshold": "INTEGRATION_SERVICE_PROBE_UNHEALTHY_THRESHOLD",
     "registry_resync_interval": "INTEGRATION_SERVICE_REGISTRY_RESYNC_INTERVAL",
+    "token_encryption_key": "INTEGRATION_SERVICE_TOKEN_ENCRYPTION_KEY",
+    "token_refresh_fraction": "INTEGRATION_SERVICE_TOKEN_REFRESH_FRACTION",
+    "token_refresh_jitter": "INTEGRATION_SERVICE_TOKEN_REFRESH_JITTER",
+    "token_expiry_margin": "INTEGRATION_SERVICE_TOKEN_EXPIRY_MARGIN",
+    "token_backoff_base": "INTEGRATION_SERVICE_TOKEN_BACKOFF_BASE",
+    "token_backoff_max": "INTEGRATION_SERVICE_TOKEN_BACKOFF_MAX",
+    "token_request_timeout": "INTEGRATION_SERVICE_TOKEN_REQUEST_TIMEOUT",
+    "token_401_threshold": "INTEGRATION_SERVICE_TOKEN_401_THRESHOLD",
+    "token_401_interval": "INTEGRATION_SERVICE_TOKEN_401_INTERVAL",
 }
 
 
@@ -239,6 +262,8 @@ def _convert(name: str, raw: Any, origin: str) -> Any:
             if name.startswith("probe_") and value < 1:
                 raise ValueError
             if name == "access_log_max_bytes" and value < 0:
+                raise ValueError
+            if name == "token_401_threshold" and value < 1:
                 raise ValueError
             return value
         if isinstance(default, Path) or name in ("xds_tls_cert", "xds_tls_key", "xds_client_ca"):

@@ -1,8 +1,8 @@
 """Auth0: OIDC discovery, then the JWKS it names, both through the sidecar (pyjwt parses
-the key set). The M2M token is Envoy's business: its OAuth2 credential injector fetches one
-with the client credentials (RFC 6749 section 4.4) and adds it to *every* request of the
-cluster, refusing requests with ``401 Failed to inject credential.`` while it has none. So
-a discovery request that passes proves the token step; one refused that way names it.
+the key set). The M2M token is minted by the control plane's token broker (client
+credentials, RFC 6749 section 4.4, with the audience) and injected by Envoy into *every*
+request of the cluster; without a valid token requests go out without one, so the token
+step is judged by the broker's state (``ctx.token_state``), which names the failure.
 """
 
 from __future__ import annotations
@@ -48,7 +48,18 @@ def _uses_m2m(ctx: ProbeContext) -> bool:
     return {"client_id", "client_secret"} <= set(ctx.integration.credentials)
 
 
+def _token_problem(ctx: ProbeContext) -> ProbeResult | None:
+    if not _uses_m2m(ctx) or ctx.token_state is None:
+        return None
+    state, error = ctx.token_state
+    if state in ("valid", "failing", "refreshing"):
+        return None  # a valid token is injected (failing: the current one, still valid)
+    return ctx.fail(f"no valid M2M token ({state}): {error or 'not obtained yet'}", "token")
+
+
 async def probe(ctx: ProbeContext) -> ProbeResult:
+    if (failed := _token_problem(ctx)) is not None:
+        return failed
     timeout = aiohttp.ClientTimeout(total=ctx.timeout)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         config, failed = await _get_json(ctx, session, DISCOVERY_PATH, "discovery")
@@ -74,7 +85,7 @@ async def probe(ctx: ProbeContext) -> ProbeResult:
         return ctx.fail(f"the JWKS has no usable signing key: {exc}", "jwks")
     kids = ",".join(sorted(str(k.key_id) for k in key_set.keys))
     token = (
-        "M2M token injected by Envoy (client credentials)"
+        "M2M token minted by the control plane, injected by Envoy"
         if _uses_m2m(ctx)
         else "no client credentials configured, so no M2M token"
     )

@@ -37,6 +37,9 @@ class ProbeContext:
     # The stage in progress: a timeout or an unexpected error is reported at this step.
     step: str = "connect"
     started: float = field(default_factory=time.monotonic)
+    # Token mode: the broker's token state for the integration (``valid``, ``failing``,
+    # ``expired``, ...) and its last error; None when the integration mints no token.
+    token_state: tuple[str, str | None] | None = None
 
     @property
     def port(self) -> int:

@@ -18,6 +18,7 @@ from control_plane.keys import FLEET, REGISTRY, SECURITY
 from control_plane.model import Integration
 from control_plane.problems import Problem, RegistryError
 from control_plane.registry.credential_policy import raw_upstream
+from control_plane.registry.token_mode import token_grant
 from control_plane.security.context import SecurityProblem
 from control_plane.security.ssrf import ALLOWED_SCHEMES, SsrfRefused
 
@@ -53,31 +54,41 @@ async def admit_integration(
     if item is not None:
         problems = [*problems, *_workload_problems(request, item)]
     security = request.app.get(SECURITY)
-    refused: SsrfRefused | None = None
+    refused: tuple[str, SsrfRefused] | None = None
     target = (
         (item.upstream.scheme, item.upstream.host, item.upstream.port)
         if item is not None
         else raw_upstream(out.get("upstream"))  # an invalid document: judged all the same
     )
-    if security is not None and target is not None:
+    # The token endpoint of token mode receives the client secret: the same rules.
+    targets = [("/upstream", target)]
+    grant = token_grant(item) if item is not None else None
+    if item is not None and grant is not None and grant.token_host != item.upstream.host.lower():
+        pointer = "/settings/token/token_url" if item.kind == "http" else "/upstream"
+        targets.append((pointer, (grant.token_scheme, grant.token_host, grant.token_port)))
+    for pointer, checked in targets:
+        if security is None or checked is None or refused is not None:
+            continue
         try:
-            warnings = await security.guard.check(*target)
-        except SsrfRefused as exc:
-            refused = exc
+            warnings = await security.guard.check(*checked)
+        except SsrfRefused as refusal:
+            refused = (pointer, refusal)
         else:
             if warnings:
                 request.setdefault(WARNINGS, []).extend(warnings)
     if refused is not None:
         # The SSRF problem type (its rule on top, as clients expect), with every other
         # refusal of the document beside it in ``errors``: schema, ports, grants.
-        ssrf = Problem("/upstream", refused.detail, "choose an allowed upstream", rule=refused.rule)
+        where, why = refused
+        fix = "choose an allowed upstream" if where == "/upstream" else "choose another token_url"
+        ssrf = Problem(where, why.detail, fix, rule=why.rule)
         others = f"; and {len(problems)} more problem(s), see errors" if problems else ""
         raise SecurityProblem(
             422,
-            refused.detail + others,
+            why.detail + others,
             type_=SSRF_PROBLEM,
-            rule=refused.rule,
-            pointer="/upstream",
+            rule=why.rule,
+            pointer=where,
             errors=[p.as_dict() for p in [ssrf, *problems]],
         )
     if problems or item is None:

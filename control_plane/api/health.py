@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from control_plane.api.openapi.spec import ok, operation
-from control_plane.keys import REGISTRY, STORE_HEALTH
+from control_plane.keys import REGISTRY, STORE_HEALTH, TOKENS
 
 __all__ = ["READINESS_CHECKS", "SYNC_CHECK", "routes"]
 
@@ -57,7 +57,20 @@ async def _service(request: web.Request) -> dict[str, dict[str, object]]:
             "file_error": view.file_error.render() if view.file_error else None,
         },
         "sync": await sync(request.app) if sync is not None else {"ok": True, "mode": "none"},
+        "tokens": _tokens(request),
     }
+
+
+def _tokens(request: web.Request) -> dict[str, object]:
+    """Brokered tokens: not ok while one is failing or expired (its requests go out without
+    a token, or will when it expires)."""
+    broker = request.app.get(TOKENS)
+    states = {ident: s.state for ident, s in (broker.statuses() if broker else {}).items()}
+    troubled = sorted(i for i, state in states.items() if state in ("failing", "expired"))
+    out: dict[str, object] = {"ok": not troubled, "integrations": states}
+    if troubled:
+        out["detail"] = "token refresh failing for " + ", ".join(troubled)
+    return out
 
 
 def _all_ok(checks: dict[str, dict[str, object]]) -> bool:

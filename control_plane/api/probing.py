@@ -10,7 +10,8 @@ from aiohttp import web
 from control_plane.api.lookup import integration_of
 from control_plane.api.openapi.spec import ok, operation, problem, response
 from control_plane.api.problems import problem_response
-from control_plane.keys import PROBER, PROBES, SIDECAR
+from control_plane.api.status import token_status
+from control_plane.keys import PROBER, PROBES, SIDECAR, TOKENS
 from control_plane.model import Integration
 from control_plane.sidecar.admin import EnvoyAdminError
 
@@ -54,7 +55,8 @@ async def _envoy_view(request: web.Request, item: Integration) -> dict[str, Any]
     "health",
     "Last probe and Envoy's view",
     "The last probe result and, from Envoy's admin API, host health flags and "
-    "outlier-detection state. `envoy.reachable` is false while Envoy is down.",
+    "outlier-detection state. `envoy.reachable` is false while Envoy is down. In token "
+    "mode, the brokered token's state.",
     {"200": ok("IntegrationHealth", "Health"), "404": response("NotFound")},
     params=["IntegrationId"],
 )
@@ -68,6 +70,7 @@ async def integration_health(request: web.Request) -> web.Response:
             "state": book.state_of(item.id),
             "last_probe": last.as_dict() if last else None,
             "envoy": await _envoy_view(request, item),
+            "token": token_status(request.app.get(TOKENS), item.id),
         }
     )
 

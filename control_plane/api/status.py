@@ -3,6 +3,8 @@ is ``control_plane.xds.config_state``) and the calls other services reported for
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from control_plane.api.integrations import endpoint_of
@@ -16,13 +18,19 @@ from control_plane.keys import (
     PIPELINE,
     REGISTRY,
     SIDECAR,
+    TOKENS,
     XDS_CACHE,
 )
+from control_plane.tokens.broker import TokenBroker
 from control_plane.xds.config_state import integration_config, integration_nodes
 
-__all__ = ["routes"]
+__all__ = ["routes", "token_status"]
 
 routes = web.RouteTableDef()
+
+
+def token_status(broker: TokenBroker | None, integration_id: str) -> dict[str, Any] | None:
+    return broker.status(integration_id) if broker is not None else None
 
 
 @routes.get("/integrations/{integration_id}/status")
@@ -33,7 +41,8 @@ routes = web.RouteTableDef()
     "Whether Envoy ACKed, is yet to answer, or NACKed (with its error text) the "
     "configuration carrying this integration; its listen port; enabled; and, for a host "
     "name the control plane resolves (vetted resolution), the addresses it serves and "
-    "those it refused, with the SSRF rule.",
+    "those it refused, with the SSRF rule; in token mode, the brokered token's state "
+    "(never the token).",
     {"200": ok("IntegrationStatus", "Status"), "404": response("NotFound")},
     params=["IntegrationId"],
 )
@@ -64,6 +73,8 @@ async def status(request: web.Request) -> web.Response:
             ),
             # Shared topology: every node whose workload should run it, and what it runs.
             "fleet": shared,
+            # Token mode: valid / refreshing / failing / expired, expiry, last refresh/error.
+            "token": token_status(request.app.get(TOKENS), item.id),
             # Calls reported by other services' ``agent.executed`` events, per tenant.
             "usage": events.usage.for_integration(item.id) if events else {},
             # References whose values the credential policy keeps out of Envoy (a grant

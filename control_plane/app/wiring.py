@@ -29,6 +29,7 @@ from control_plane.app.events import install_events
 from control_plane.app.fleet import create_fleet, install_fleet
 from control_plane.app.membership import install_membership
 from control_plane.app.security import install_security
+from control_plane.app.tokens import install_tokens
 from control_plane.keys import (
     CACHE_LEDGER,
     FLEET,
@@ -41,6 +42,7 @@ from control_plane.keys import (
     SIDECAR,
     STORE,
     STORE_HEALTH,
+    TOKENS,
     XDS_CACHE,
 )
 from control_plane.observability.logging import configure_logging
@@ -144,10 +146,16 @@ async def _config_acked(app: web.Application) -> dict[str, object]:
     return node_config(app[XDS_CACHE], app[SETTINGS].envoy_node_id, app[PIPELINE].state)
 
 
+def _token_state(app: web.Application, integration_id: str) -> tuple[str, str | None] | None:
+    broker = app.get(TOKENS)
+    status = broker.status(integration_id) if broker is not None else None
+    return None if status is None else (str(status["state"]), status["last_error"])
+
+
 def credential_policy(settings: Settings) -> CredentialPolicy:
-    """The policy's parts the settings give: file roots, and the reference the admin-key
-    setting names (reserved like the service's own variables)."""
-    reserved = frozenset({settings.admin_key} if settings.admin_key else ())
+    """The policy's parts the settings give: file roots, and the references the admin-key
+    and token-encryption-key settings name (reserved like the service's own variables)."""
+    reserved = frozenset(ref for ref in (settings.admin_key, settings.token_encryption_key) if ref)
     return CredentialPolicy(file_roots=settings.file_root_paths(), reserved=reserved)
 
 
@@ -200,6 +208,7 @@ def create_app(
         schedule=ProbeSchedule.from_settings(settings),
         admin=lambda: app[SIDECAR].admin(timeout=2.0),
         policy=lambda: app[REGISTRY].policy,
+        token_state=lambda ident: _token_state(app, ident),
     )
     app[SIDECAR] = SidecarLink(settings.envoy_node_id, settings.envoy_admin_port)
     checks: dict[str, health.Check] = {"envoy": _envoy_ready, "config": _config_acked}
@@ -221,6 +230,7 @@ def create_app(
     install_security(app, settings, os.environ if environ is None else environ)
     install_events(app)  # after the store/registry contexts: started later, stopped sooner
     install_dns(app)  # vetted resolution: hears each registry view before the pipeline
+    install_tokens(app, env)  # after events (its events) and the metrics (its collector)
     install_consul(app)  # last: registered when all is up, deregistered first on shutdown
     for table in ROUTE_TABLES:
         app.add_routes(table)

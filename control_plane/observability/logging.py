@@ -19,6 +19,7 @@ __all__ = [
     "REQUEST_ID",
     "TRACE_ID",
     "configure_logging",
+    "forget_secret",
     "register_secret",
     "scrub",
 ]
@@ -34,6 +35,11 @@ def register_secret(value: str) -> None:
     """Remember a secret value so that no log line can print it."""
     if len(value) >= 4:
         _SECRETS.add(value)
+
+
+def forget_secret(value: str) -> None:
+    """Stop scrubbing ``value`` (a short-lived token long replaced), so the set stays small."""
+    _SECRETS.discard(value)
 
 
 def scrub(text: str) -> str:

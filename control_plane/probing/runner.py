@@ -116,8 +116,11 @@ class Prober:
         admin: AdminFactory | None = None,
         probes: Callable[[str], Probe] = probe_for,
         policy: Callable[[], CredentialPolicy] | None = None,
+        token_state: Callable[[str], tuple[str, str | None] | None] | None = None,
     ) -> None:
         self.book = book
+        # Token mode: the broker's (state, last error) of an integration's token.
+        self.token_state = token_state
         # The credential policy in force (the registry's): a probe uses no value the
         # policy withholds from the integration, exactly like Envoy.
         self._policy = policy
@@ -178,7 +181,11 @@ class Prober:
         except KeyError:
             return ProbeResult(False, 0.0, "config", f"kind {item.kind!r} has no probe")
         ctx = ProbeContext(
-            item, host=self.sidecar_host, timeout=timeout, resolve=self._resolver(item)
+            item,
+            host=self.sidecar_host,
+            timeout=timeout,
+            resolve=self._resolver(item),
+            token_state=self.token_state(item.id) if self.token_state else None,
         )
         before = await self._envoy_counters(item)
         try:

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 from control_plane.model import CREDENTIAL_REF_PATTERN, Integration
 from control_plane.problems import Problem
+from control_plane.registry.token_mode import TOKEN_SLOTS, token_grant
 
 __all__ = [
     "RESERVED_ENV",
@@ -113,17 +114,30 @@ class CredentialPolicy:
         """The references of ``item`` whose values must not reach Envoy, with why."""
         return {ref: refusal for _, ref, refusal in self._refused(item)}
 
-    def refusal(self, item: Integration, ref: str) -> Refusal | None:
-        return self.refusal_for(
-            ref,
-            tenant=item.tenant,
-            host=item.upstream.host,
-            registered=item.source == "registered",
-        )
+    def refusal(self, item: Integration, ref: str, slot: str | None = None) -> Refusal | None:
+        """Why ``ref`` may not be used by ``item``, or None. In token mode the grant's
+        slots (client id, secret, assertion key) go to the token endpoint, and the token
+        minted from them goes to the upstream: their grant must bind both hosts, or a
+        granted secret could mint tokens for a host its owner never named."""
+        destinations = [(item.upstream.host, "the upstream host")]
+        grant = token_grant(item)
+        if grant is not None and slot in TOKEN_SLOTS:
+            destinations.insert(0, (grant.token_host, "the token endpoint's host"))
+        for host, what in destinations:
+            refusal = self.refusal_for(
+                ref,
+                tenant=item.tenant,
+                host=host,
+                registered=item.source == "registered",
+                what=what,
+            )
+            if refusal is not None:
+                return refusal
+        return None
 
     def _refused(self, item: Integration) -> Iterator[tuple[str, str, Refusal]]:
         for pointer, ref in credential_slots(item):
-            refusal = self.refusal(item, ref)
+            refusal = self.refusal(item, ref, pointer.removeprefix("/credentials/"))
             if refusal is not None:
                 yield pointer, ref, refusal
 
@@ -149,7 +163,15 @@ class CredentialPolicy:
                 out.append(_problem(f"/credentials/{slot}", refusal))
         return out
 
-    def refusal_for(self, ref: str, *, tenant: str, host: str, registered: bool) -> Refusal | None:
+    def refusal_for(
+        self,
+        ref: str,
+        *,
+        tenant: str,
+        host: str,
+        registered: bool,
+        what: str = "the upstream host",
+    ) -> Refusal | None:
         scheme, _, target = ref.partition(":")
         if (
             ref in self.reserved
@@ -178,8 +200,7 @@ class CredentialPolicy:
         if grant is not None and not grant.binds(host):
             return Refusal(
                 "destination",
-                f"{ref} may be sent only to {', '.join(grant.hosts)}; the upstream host is "
-                f"{host!r}",
+                f"{ref} may be sent only to {', '.join(grant.hosts)}; {what} is {host!r}",
                 f"use an upstream the grant binds, or ask the operator to extend the grant in "
                 f"{self.grants_file}",
             )

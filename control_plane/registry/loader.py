@@ -37,6 +37,7 @@ from control_plane.registry.rate_rules import (
     resolve_rate_limit,
 )
 from control_plane.registry.schema import file_schema, integration_schema
+from control_plane.registry.token_mode import grant_problems
 from control_plane.registry.validation import schema_problems
 from control_plane.registry.yamlmarks import MarkedDocument, load_marked
 
@@ -254,6 +255,8 @@ def _semantic_problems(doc: MarkedDocument, items: list[Any], rules: RateRules) 
         problems.extend(duration_problems(doc, item.get("policies"), (*base, "policies")))
         problems.extend(_ejection_problems(doc, item.get("policies"), (*base, "policies")))
         problems.extend(_idle_timeout_problems(doc, item, base))
+        for path, message, fix in grant_problems(item):
+            problems.append(doc.problem((*base, *path), message, fix))
         ident = item.get("id")
         if isinstance(ident, str):
             if ident in ids:

@@ -124,6 +124,8 @@ class ConfigPipeline:
         self.endpoints: dict[str, Sequence[tuple[str, int]]] = {}
         # Vetted resolution: accepted addresses by host name (``set_resolved``).
         self.resolved: dict[str, tuple[str, ...]] = {}
+        # Token mode: the valid access token of each integration (``set_token``).
+        self.tokens: dict[str, str] = {}
         self.state = PipelineState()
         self._view: RegistryView | None = None
         # Per-integration translations of the snapshot being served, and that snapshot.
@@ -139,6 +141,7 @@ class ConfigPipeline:
             access_log_dir=str(self.access_log_dir.resolve()) if self.access_log_dir else None,
             endpoints=dict(self.endpoints),
             resolved=dict(self.resolved),
+            tokens=dict(self.tokens),
         )
 
     def cache_path(self, integration_id: str) -> Path:
@@ -238,7 +241,7 @@ class ConfigPipeline:
         options = self.options()
         # Facts that apply to every integration; a change of any of them redoes them all.
         shared = dataclasses.replace(
-            options, generations={}, cache_generations={}, endpoints={}, resolved={}
+            options, generations={}, cache_generations={}, endpoints={}, resolved={}, tokens={}
         )
         enabled = sorted(view.enabled(), key=lambda i: i.id)
         check_ports(enabled)
@@ -255,6 +258,7 @@ class ConfigPipeline:
                 options.cache_generations.get(item.id, 0),
                 tuple(options.endpoints.get(item.id, ())),
                 tuple(options.resolved.get(vetted_name(item) or "", ())),
+                _fingerprint(options.tokens.get(item.id)),
                 shared,
             )
             kept = self._translations.get(item.id)
@@ -361,6 +365,16 @@ class ConfigPipeline:
     def set_endpoints(self, integration_id: str, endpoints: Sequence[tuple[str, int]]) -> None:
         self.endpoints[integration_id] = tuple(endpoints)
         self.apply_current()
+
+    def set_token(self, integration_id: str, token: str | None) -> Snapshot | None:
+        """Token mode: serve ``token`` (None: no valid token; the secret is emptied) in the
+        integration's own token secret. Only that integration is translated again, and of
+        its resources only the token secret changes, so only it gets a new version."""
+        if token:
+            self.tokens[integration_id] = token
+        elif self.tokens.pop(integration_id, None) is None:
+            return self._snapshot  # already empty
+        return self.apply_current()
 
     def set_resolved(
         self, changes: Mapping[str, Sequence[str]], pending_view: int | None = None

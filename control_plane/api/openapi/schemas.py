@@ -163,6 +163,7 @@ def _status() -> Schema:
         "source": {"enum": ["declared", "registered"]},
         "resolution": schema_ref("Resolution"),
         "config": config,
+        "token": schema_ref("TokenStatus"),
     }
     withheld = {
         "type": "object",
@@ -230,6 +231,33 @@ def _resolution() -> Schema:
     }
 
 
+def _token_status() -> Schema:
+    state = all_required(
+        {
+            "state": {
+                "enum": ["pending", "valid", "refreshing", "failing", "expired"],
+                "description": "failing: the last refresh failed, the current token is still "
+                "injected; expired: no valid token, requests go out without one",
+            },
+            "injecting": BOOLEAN,
+            "token_url": STRING,
+            "expires_at": TIMESTAMP,
+            "issued_at": TIMESTAMP,
+            "last_refresh": TIMESTAMP,
+            "source": {"enum": ["idp", "shared", None]},
+            "next_refresh": TIMESTAMP,
+            "last_error": NULLABLE_STRING,
+            "last_error_at": TIMESTAMP,
+            "consecutive_failures": INTEGER,
+        }
+    )
+    return {
+        "description": "token mode: the brokered OAuth2 token's state (never the token); "
+        "null for integrations not in token mode",
+        "oneOf": [{"type": "null"}, state],
+    }
+
+
 def _probe_result() -> Schema:
     return all_required(
         {
@@ -285,6 +313,7 @@ def _integration_health() -> Schema:
             "state": {"enum": ["healthy", "unhealthy", "unknown"]},
             "last_probe": {"oneOf": [{"type": "null"}, schema_ref("ProbeResult")]},
             "envoy": envoy,
+            "token": schema_ref("TokenStatus"),
         }
     )
 
@@ -340,6 +369,7 @@ def component_schemas() -> dict[str, Schema]:
         "XdsTypeStatus": _type_status(),
         "IntegrationStatus": _status(),
         "Resolution": _resolution(),
+        "TokenStatus": _token_status(),
         "ProbeResult": _probe_result(),
         "IntegrationProbe": _integration_probe(),
         "IntegrationHealth": _integration_health(),

@@ -12,13 +12,12 @@ stat prefix are all the integration id.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from adapters import adapter_for
 from control_plane.model import Integration
 from control_plane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from control_plane.xds.snapshot import content_version
-from control_plane.xds.translate.clusters import cache_fill_cluster, cluster, token_cluster
+from control_plane.xds.translate.clusters import cache_fill_cluster, cluster
 from control_plane.xds.translate.endpoints import load_assignment, vetted_assignment, vetted_name
 from control_plane.xds.translate.listeners import cache_fill_listener, listener
 from control_plane.xds.translate.options import (
@@ -45,14 +44,6 @@ __all__ = [
     "render_static_bootstrap",
     "translate",
 ]
-
-_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-
-
-def _injects(main: Any) -> bool:
-    """Whether the cluster runs upstream HTTP filters (credential injection/signing)."""
-    packed = main.typed_extension_protocol_options.get(_HTTP_OPTIONS)
-    return packed is not None and b"envoy.filters.http.credential_injector" in packed.value
 
 
 def check_ports(enabled: Sequence[Integration]) -> None:
@@ -88,18 +79,14 @@ def translate(
     options = options or TranslateOptions()
     enabled = sorted((i for i in integrations if i.enabled), key=lambda i: i.id)
     check_ports(enabled)
-    book = SecretBook(secrets)
+    book = SecretBook(secrets, options.tokens)
     resources: Resources = {CLUSTER: {}, ENDPOINT: {}, LISTENER: {}, ROUTE: {}, SECRET: {}}
     # Listeners name this replica's directories; their versions come from a neutral copy.
     neutral = options.replica_neutral()
     neutral_versions: dict[str, str] = {}
     for item in enabled:
         protocol = adapter_for(item.kind).protocol_for(item.settings)
-        main = cluster(item, protocol, options, book)
-        resources[CLUSTER][item.id] = main
-        if item.kind == "auth0" and _injects(main):
-            token = token_cluster(item, main)
-            resources[CLUSTER][token.name] = token
+        resources[CLUSTER][item.id] = cluster(item, protocol, options, book)
         if item.upstream.discovery == "consul":
             endpoints = options.endpoints.get(item.id, ())
             if not endpoints:

@@ -28,14 +28,13 @@ from control_plane.xds.translate.endpoints import load_assignment, vetted_name
 from control_plane.xds.translate.http_filters import (
     cache_fill_address,
     cache_fill_name,
-    token_cluster_name,
     upstream_filters,
 )
 from control_plane.xds.translate.messages import ads, duration, is_ip, pack, struct
 from control_plane.xds.translate.options import TranslateOptions
 from control_plane.xds.translate.secrets import SecretBook
 
-__all__ = ["METADATA_NAMESPACE", "cache_fill_cluster", "cluster", "token_cluster"]
+__all__ = ["METADATA_NAMESPACE", "cache_fill_cluster", "cluster"]
 
 METADATA_NAMESPACE = "integration_service"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -193,23 +192,6 @@ def cluster(item: Integration, protocol: str, options: TranslateOptions, book: S
         result.transport_socket.name = "envoy.transport_sockets.tls"
         result.transport_socket.typed_config.CopyFrom(pack(tls))
     return result
-
-
-def token_cluster(item: Integration, main: Any) -> Any:
-    """For an OAuth2-injecting integration: its cluster ``main`` without upstream filters,
-    for Envoy's own token requests (through ``main`` the injector, holding no token yet,
-    would reject them)."""
-    clone = cluster_pb2.Cluster()
-    clone.CopyFrom(main)
-    clone.name = token_cluster_name(item)
-    if clone.HasField("load_assignment"):
-        clone.load_assignment.cluster_name = clone.name
-    # An EDS clone keeps service_name = the integration id: it shares the same endpoints.
-    options = http_protocol_options_pb2.HttpProtocolOptions()
-    clone.typed_extension_protocol_options[_HTTP_OPTIONS].Unpack(options)
-    options.ClearField("http_filters")
-    clone.typed_extension_protocol_options[_HTTP_OPTIONS].CopyFrom(pack(options))
-    return clone
 
 
 def cache_fill_cluster(item: Integration, options: TranslateOptions) -> Any:

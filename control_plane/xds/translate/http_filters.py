@@ -10,9 +10,11 @@ Credential injection and SigV4 signing are *upstream* filters of the integration
   listener or path (cached miss, uncacheable request, retry) sent it.
 
 As upstream filters they also run once per attempt (a retry gets a fresh SigV4 date) and
-see the Host already rewritten by the route. The OAuth2 token request goes through a clone
-of the cluster without these filters (``token_cluster_name``): through the integration's
-own cluster it would pass the injector, which has no token yet and rejects it.
+see the Host already rewritten by the route. Token mode (``auth0``, ``http`` with a token
+block) injects the token the control plane minted (``control_plane.tokens``) from the SDS
+secret ``token/<id>``; Envoy's own OAuth2 credential is not used (it cannot send an
+``audience``, envoyproxy/envoy#42037, and kept injecting an expired token while the IdP was
+down, envoyproxy/envoy#44674).
 
 Cache misses take a *fill path*. On a miss ``cache_v2`` does not continue the filter chain:
 it fetches through an async HTTP client straight to a cluster, which skips the router and
@@ -31,7 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
-from envoy.config.core.v3 import base_pb2, http_uri_pb2
+from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.common.async_files.v3 import async_file_manager_pb2
 from envoy.extensions.common.aws.v3 import credential_provider_pb2
@@ -50,11 +52,11 @@ from envoy.extensions.http.cache_v2.file_system_http_cache.v3 import (
     file_system_http_cache_pb2,
 )
 from envoy.extensions.http.injected_credentials.generic.v3 import generic_pb2
-from envoy.extensions.http.injected_credentials.oauth2.v3 import oauth2_pb2
 from envoy.type.v3 import percent_pb2, token_bucket_pb2
 from google.protobuf import wrappers_pb2  # type: ignore[import-untyped]
 
 from control_plane.model import Integration, RateBucket
+from control_plane.registry.token_mode import token_grant
 from control_plane.xds.translate.messages import duration, pack, typed_extension
 from control_plane.xds.translate.options import TranslateOptions
 from control_plane.xds.translate.secrets import SecretBook
@@ -66,18 +68,11 @@ __all__ = [
     "cache_fill_name",
     "cache_path",
     "http_filters",
-    "token_cluster_name",
     "upstream_filters",
 ]
 
 # Descriptor key the route's rate_limits action emits for the tenant header.
 TENANT_DESCRIPTOR_KEY = "tenant"
-
-
-def token_cluster_name(item: Integration) -> str:
-    # "_" never occurs in an integration id, so this cannot collide with another cluster, and
-    # it contains no "." (Envoy's stat tag extraction takes the cluster name up to a dot).
-    return f"{item.id}_oauth2_token"
 
 
 def _filter(name: str, message: Any) -> Any:
@@ -215,46 +210,20 @@ def _generic_credential(item: Integration, book: SecretBook) -> Any | None:
     )
 
 
-def _oauth2_credential(item: Integration, book: SecretBook) -> Any | None:
-    """auth0: client-credentials tokens fetched by Envoy from ``<upstream><token_path>``
-    through the integration's own cluster. The client id is a public identifier (RFC 6749
-    section 2.2) and is a plain string in Envoy's API; the client secret goes over SDS."""
-    id_ref = item.credentials.get("client_id")
-    if id_ref is None or "client_secret" not in item.credentials:
-        return None
-    purpose = "no M2M token is injected"
-    client_id = book.value(item, id_ref, purpose)
-    secret = book.generic(item, "client_secret", purpose)
-    if client_id is None or secret is None:
-        return None
-    if item.settings.get("audience"):
-        # Envoy 1.40's OAuth2 credential sends grant_type, client id/secret and scope only.
-        book.warnings.append(
-            f"{item.id}: settings.audience is not sent with the token request (Envoy's "
-            "OAuth2 credential has no request parameters); set the tenant's default audience"
-        )
-    up = item.upstream
-    path = str(item.settings.get("token_path", "/oauth/token"))
-    config = oauth2_pb2.OAuth2(
-        token_endpoint=http_uri_pb2.HttpUri(
-            uri=f"{up.scheme}://{up.authority}{path}",
-            cluster=token_cluster_name(item),
-            timeout=duration(item.policies.timeout),
-        ),
-        scopes=[str(s) for s in item.settings.get("scopes", [])],
-        client_credentials=oauth2_pb2.OAuth2.ClientCredentials(
-            client_id=client_id.decode("utf-8").strip(),
-            client_secret=secret,
-            # Auth0 applications default to "client_secret_post".
-            auth_type=oauth2_pb2.OAuth2.URL_ENCODED_BODY,
-        ),
+def _token_credential(item: Integration, book: SecretBook) -> Any:
+    """Token mode: ``Authorization: Bearer <token>`` from the integration's own token
+    secret, which the control plane replaces before the token expires and empties when it
+    cannot (see ``secrets``)."""
+    return typed_extension(
+        "envoy.http.injected_credentials.generic",
+        generic_pb2.Generic(credential=book.token(item), header="Authorization"),
     )
-    return typed_extension("envoy.http.injected_credentials.oauth2", config)
 
 
 def _credential_injector(item: Integration, book: SecretBook) -> Any | None:
-    if item.kind == "auth0":
-        credential = _oauth2_credential(item, book)
+    tokens = token_grant(item) is not None
+    if tokens:
+        credential = _token_credential(item, book)
     elif item.kind in ("stripe", "http", "email"):
         credential = _generic_credential(item, book)
     else:
@@ -263,9 +232,13 @@ def _credential_injector(item: Integration, book: SecretBook) -> Any | None:
         return None
     # overwrite: vendor SDKs (Stripe's among them) refuse to run without a key and always
     # send a placeholder Authorization header; without overwrite Envoy would keep it.
+    # Token mode lets a request through while the token secret is empty (no valid token):
+    # the vendor answers 401 itself; the app's own Authorization was removed before.
     return _filter(
         "envoy.filters.http.credential_injector",
-        credential_injector_pb2.CredentialInjector(credential=credential, overwrite=True),
+        credential_injector_pb2.CredentialInjector(
+            credential=credential, overwrite=True, allow_request_without_credential=tokens
+        ),
     )
 
 
@@ -312,14 +285,18 @@ def _router() -> Any:
     return _filter("envoy.filters.http.router", router_pb2.Router(suppress_envoy_headers=True))
 
 
-def _upstream_headers() -> Any:
+def _upstream_headers(item: Integration) -> Any:
     """Header hygiene the router's ``suppress_envoy_headers`` gives, again on the cluster:
     on a cache miss ``cache_v2``'s async client adds ``x-envoy-internal`` and
-    ``x-forwarded-for``, and the fill listener's router forwards them."""
+    ``x-forwarded-for``, and the fill listener's router forwards them. In token mode the
+    app's own ``Authorization`` goes too: the injector leaves it in place while the token
+    secret is empty, and the only bearer token that reaches the vendor is a minted one."""
     mutations = [
         mutation_rules_pb2.HeaderMutation(remove="x-envoy-internal"),
         mutation_rules_pb2.HeaderMutation(remove="x-forwarded-for"),
     ]
+    if token_grant(item) is not None:
+        mutations.append(mutation_rules_pb2.HeaderMutation(remove="authorization"))
     return _filter(
         "envoy.filters.http.header_mutation",
         header_mutation_pb2.HeaderMutation(
@@ -333,7 +310,7 @@ def upstream_filters(item: Integration, book: SecretBook) -> list[Any]:
     filters = [
         f
         for f in (
-            _upstream_headers(),
+            _upstream_headers(item),
             _credential_injector(item, book),
             _aws_request_signing(item, book) if item.kind == "storage" else None,
         )

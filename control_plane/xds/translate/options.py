@@ -43,6 +43,9 @@ class TranslateOptions:
     # resolves (``endpoints.vetted_name``), keyed by that name. Keyed by name, not by id, so
     # an integration whose host changes is never served the old name's addresses.
     resolved: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # Token mode: the access token the broker holds for each integration id, while it is
+    # valid (absent: none, and the integration's token secret is served empty).
+    tokens: Mapping[str, str] = field(default_factory=dict)
 
     def replica_neutral(self) -> TranslateOptions | None:
         """These options with the node-local directories (access logs, cache) replaced by

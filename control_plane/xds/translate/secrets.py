@@ -7,17 +7,27 @@ fail the snapshot consistency check), so a missing value yields no reference at 
 warning naming the integration and the reference -- never the value.
 
 Names: ``<id>/<credential-slot>`` (generic secrets), ``<id>/client-cert`` (mTLS key pair),
-``<id>/ca`` (validation context of a private CA bundle).
+``<id>/ca`` (validation context of a private CA bundle), ``token/<id>`` (the access token
+the broker minted, token mode).
+
+A token secret always exists, so the cluster naming it never warms: without a valid token
+it is served *empty*. Envoy 1.40's generic credential then fails with "Failed to get
+credential from secret" and, with ``allow_request_without_credential``, forwards the request
+without the header (measured: ``credential_injector.failed`` counts it), which is how an
+expired token stops being sent.
+https://github.com/envoyproxy/envoy/blob/main/source/extensions/http/injected_credentials/generic/generic_impl.cc
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
 from control_plane.model import CredentialRef, Integration
+from control_plane.registry.token_mode import token_secret_name
 from control_plane.xds.translate.messages import ads
 from control_plane.xds.translate.options import SecretValues
 
@@ -36,8 +46,9 @@ def _bytes(value: bytes | str) -> bytes:
 class SecretBook:
     """Collects the SDS secrets of one translation and the warnings for missing values."""
 
-    def __init__(self, values: SecretValues) -> None:
+    def __init__(self, values: SecretValues, tokens: Mapping[str, str] | None = None) -> None:
         self._values = values
+        self._tokens = tokens or {}
         self.secrets: dict[str, Any] = {}
         self.warnings: list[str] = []
 
@@ -69,6 +80,18 @@ class SecretBook:
             generic_secret=secret_pb2.GenericSecret(
                 secret=base_pb2.DataSource(inline_bytes=prefix + value.rstrip())
             ),
+        )
+        return sds(name)
+
+    def token(self, item: Integration) -> Any:
+        """An SDS reference to the integration's token secret: ``Bearer <token>`` while the
+        broker holds a valid token for *this* integration, empty otherwise."""
+        name = token_secret_name(item.id)
+        token = self._tokens.get(item.id)
+        value = b"Bearer " + token.encode("utf-8") if token else b""
+        self.secrets[name] = secret_pb2.Secret(
+            name=name,
+            generic_secret=secret_pb2.GenericSecret(secret=base_pb2.DataSource(inline_bytes=value)),
         )
         return sds(name)
 

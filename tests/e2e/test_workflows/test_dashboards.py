@@ -108,6 +108,8 @@ MUST_FIRE = {
         "envoy_cluster_name": "tls",
         "envoy_tls_certificate": "tls/client-cert",
     },
+    "IntegrationTokenRefreshFailing": {"integration": "minted"},
+    "IntegrationTokenExpired": {"integration": "minted"},
 }
 #: Alerts that must stay silent in the scenario.
 MUST_NOT_FIRE = {"IntegrationServiceEnvoyDisconnected", "IntegrationServiceConfigError"}
@@ -208,6 +210,14 @@ integrations:
     listen_port: {ports["tls"]}
     policies:
       retries: {{max_retries: 0}}
+  - id: minted
+    kind: http
+    # Token mode with a token endpoint that refuses connections: every refresh fails.
+    upstream: {ok.url}
+    listen_port: {ports["minted"]}
+    credentials: {{client_id: env:E2E_TOKEN_ID, client_secret: env:E2E_TOKEN_SECRET}}
+    settings:
+      token: {{token_url: "http://127.0.0.1:{closed}/oauth/token"}}
 """
 
 
@@ -392,7 +402,8 @@ async def test_every_panel_has_data_and_alerts_fire(tmp_path: Path) -> None:
     missing = {(t.panel, t.ref) for t in targets} - set(EXPECT)
     assert not missing, f"panels without a scenario in EXPECT: {sorted(missing)}"
 
-    ports = {name: free_port() for name in ("limited", "flaky", "guarded", "down", "tls")}
+    integrations = ("limited", "flaky", "guarded", "down", "tls", "minted")
+    ports = {name: free_port() for name in integrations}
     xds_port, admin_port, stats_port = free_port(), free_port(), free_port()
     async with (
         running_upstream() as ok,
@@ -402,7 +413,12 @@ async def test_every_panel_has_data_and_alerts_fire(tmp_path: Path) -> None:
         service = ServiceProcess(
             tmp_path / "cp",
             _registry(ok, flaky, ports, _closed_port(), _client_certificate(tmp_path / "pki")),
-            env={"INTEGRATION_SERVICE_ADMIN_KEY": "env:E2E_ADMIN_KEY", "E2E_ADMIN_KEY": ADMIN_KEY},
+            env={
+                "INTEGRATION_SERVICE_ADMIN_KEY": "env:E2E_ADMIN_KEY",
+                "E2E_ADMIN_KEY": ADMIN_KEY,
+                "E2E_TOKEN_ID": "dashboards-client",
+                "E2E_TOKEN_SECRET": "dashboards-client-secret",
+            },
             xds_port=xds_port,
             envoy_admin_port=admin_port,
         )

@@ -66,17 +66,19 @@ def _registry(d: dict[str, Any]) -> str:
 
     stripe = {"api_key": "env:E2E_STRIPE_KEY"}
     auth0 = {"client_id": "env:E2E_AUTH0_ID", "client_secret": "env:E2E_AUTH0_SECRET"}
+    audience = {"audience": "https://api.example.test/"}
     smtp_tls = {"url": d["smtp_tls"], "tls": {"enabled": False, "ca_bundle": d["ca"]}}
     items = [
         item("stripe", "stripe", d["stripe"], credentials=stripe),
         item("stripe-badkey", "stripe", d["stripe"], credentials={"api_key": "env:E2E_BAD"}),
         item("stripe-down", "stripe", d["down"], credentials=stripe),
-        item("auth0", "auth0", d["auth0"], credentials=auth0),
+        item("auth0", "auth0", d["auth0"], credentials=auth0, settings=audience),
         item(
             "auth0-badsecret",
             "auth0",
             d["auth0"],
             credentials={**auth0, "client_secret": "env:E2E_BAD"},
+            settings=audience,
         ),
         item("smtp", "email", d["smtp"]),
         item("smtp-starttls", "email", smtp_tls),
@@ -247,24 +249,29 @@ async def test_auth0_discovery_jwks_and_token_from_envoy(saas: Saas) -> None:
     async def passes() -> bool:
         return bool((await saas.stack.test("auth0"))["ok"])
 
-    # Envoy fetches its first token asynchronously after the cluster appears.
+    # The broker fetches the first token asynchronously after the integration appears.
     await wait_until(passes, deadline_s=15, interval_s=0.5, message="auth0 probe passes")
     result = await saas.stack.test("auth0")
     assert "JWKS 1 key(s) [fake-auth0-key-1]" in result["detail"]
-    assert "M2M token injected by Envoy" in result["detail"]
+    assert "M2M token minted by the control plane" in result["detail"]
     good = [r for r in saas.auth0.token_requests if r.get("client_secret") == AUTH0_SECRET]
     assert good and good[0]["client_id"] == AUTH0_ID
     assert good[0]["grant_type"] == "client_credentials"
-    # Discovery and JWKS arrived with the token Envoy obtained; the probe sent no header.
+    assert good[0]["audience"] == "https://api.example.test/"
+    # Discovery and JWKS arrived with the token the broker obtained; the probe sent none.
     assert saas.auth0.seen_authorization[-1] in {f"Bearer {t}" for t in saas.auth0.issued}
 
 
 async def test_auth0_wrong_client_secret_fails_at_token(saas: Saas) -> None:
+    def refused() -> bool:
+        return any(
+            r.get("client_secret") == "wrong-credential-value" for r in saas.auth0.token_requests
+        )
+
+    await wait_until(refused, deadline_s=10, message="the broker tried the wrong secret")
     result = await saas.stack.test("auth0-badsecret")
     _failed_at(result, "token")
-    assert any(
-        r.get("client_secret") == "wrong-credential-value" for r in saas.auth0.token_requests
-    )
+    assert "401" in result["detail"]
 
 
 # -- email -------------------------------------------------------------------------------------

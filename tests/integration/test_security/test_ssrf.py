@@ -163,3 +163,33 @@ async def test_guard_with_a_resolver_returning_private_addresses() -> None:
         return ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"]
 
     assert await UpstreamGuard(resolver=public).check("https", "example.com", 443) == []
+
+
+async def test_a_token_endpoint_passes_the_same_checks_as_an_upstream(
+    make_secure: MakeSecure,
+) -> None:
+    """Token mode: the token URL receives the client secret, so the SSRF guard judges it
+    like an upstream, before anything is stored."""
+    refs = {"client_id": "env:BILLING_ID", "client_secret": "env:BILLING_SECRET"}
+    grants = json.dumps(
+        {
+            "grants": [
+                {
+                    "ref": ref,
+                    "tenants": ["*"],
+                    "hosts": ["api.weather.example.com", "169.254.169.254"],
+                }
+                for ref in refs.values()
+            ]
+        }
+    )
+    s = await make_secure(grants=grants)
+    doc = weather_doc("minted", upstream="https://api.weather.example.com")
+    doc["credentials"] = refs
+    doc["settings"] = {"token": {"token_url": "http://169.254.169.254/latest/oauth/token"}}
+    response = await s.client.post("/integrations", json=doc, headers=ADMIN)
+    assert response.status == 422, await response.text()
+    body = await response.json()
+    assert body["rule"] == "metadata" and body["pointer"] == "/settings/token/token_url"
+    missing = await s.client.get("/integrations/minted", headers=ADMIN)
+    assert missing.status == 404

@@ -14,7 +14,7 @@ from control_plane.registry.credentials import resolve_credentials
 from control_plane.registry.view import RegistryView
 from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.pipeline import ConfigPipeline
-from control_plane.xds.resources import ADS_ORDER, CLUSTER, ENDPOINT, LISTENER
+from control_plane.xds.resources import ADS_ORDER, CLUSTER, ENDPOINT, LISTENER, SECRET
 from control_plane.xds.snapshot import Snapshot
 from control_plane.xds.translate import translate
 from control_plane.xds.translate.endpoints import FLEET_CLUSTER, fleet_assignment
@@ -112,6 +112,36 @@ async def test_a_credential_value_change_retranslates_only_its_integration(
     pipeline.apply_current()
     assert pipeline.state.translated == 1
     assert any("env:CRM_TOKEN" in w for w in pipeline.state.warnings)
+    _assert_from_scratch(pipeline, view)
+
+
+async def test_a_token_refresh_changes_only_that_integrations_token_secret(
+    tmp_path: Path,
+) -> None:
+    pipeline = _pipeline(tmp_path, _environ())
+    view = RegistryView(items=_pool(), generation=1)
+    await pipeline.apply(view)
+    first = pipeline.cache.snapshot
+    assert first is not None and first.get(SECRET)["token/auth0"] is not None
+    pipeline.set_token("auth0", "minted-1")
+    second = pipeline.cache.snapshot
+    assert second is not None and pipeline.state.translated == 1
+    changed = {
+        (type_url, name)
+        for type_url in ADS_ORDER
+        for name, version in second.versions.get(type_url, {}).items()
+        if first.versions.get(type_url, {}).get(name) != version
+    }
+    assert changed == {(SECRET, "token/auth0")}
+    token = second.get(SECRET)["token/auth0"].generic_secret.secret.inline_bytes
+    assert token == b"Bearer minted-1"
+    _assert_from_scratch(pipeline, view)
+    # Withdrawn (expired, no successor): the secret is emptied, nothing else changes.
+    pipeline.set_token("auth0", None)
+    third = pipeline.cache.snapshot
+    assert third is not None
+    assert third.get(SECRET)["token/auth0"].generic_secret.secret.inline_bytes == b""
+    assert third.versions[CLUSTER] == first.versions[CLUSTER]
     _assert_from_scratch(pipeline, view)
 
 

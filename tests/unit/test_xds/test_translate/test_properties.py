@@ -97,8 +97,8 @@ def test_no_secret_value_in_listeners_or_clusters(case: Case) -> None:
 def test_secrets_are_sds_resources_named_by_id_and_slot() -> None:
     result = _example()
     assert sorted(result.resources[SECRET]) == [
-        "auth0/client_secret",
         "stripe/api_key",
+        "token/auth0",  # token mode: the minted token, never the client secret
         "weather-api/api_key",
     ]
     stripe = result.resources[SECRET]["stripe/api_key"]
@@ -333,17 +333,31 @@ def test_storage_signing_uses_credentials_file_only() -> None:
     assert any(w.startswith("storage:") and "env:STORAGE" in w for w in result.warnings)
 
 
-def test_auth0_oauth2_client_credentials() -> None:
-    clusters = _example().resources[CLUSTER]
-    injector = _cluster_filters(clusters["auth0"])[1]["typed_config"]
-    oauth2 = injector["credential"]["typed_config"]
-    assert oauth2["token_endpoint"]["uri"] == "https://your-domain.auth0.com/oauth/token"
-    # Token requests bypass the injector: same upstream, no upstream filters.
-    assert oauth2["token_endpoint"]["cluster"] == "auth0_oauth2_token"
-    assert _upstream_filters(clusters["auth0_oauth2_token"]) == []
-    credentials = oauth2["client_credentials"]
-    assert credentials["client_id"] == "auth0-client-id-golden"
-    assert credentials["client_secret"]["name"] == "auth0/client_secret"
+def test_auth0_injects_the_brokered_token_from_its_own_secret() -> None:
+    """Token mode: a generic injector reading ``token/<id>``, allowed to let a request go
+    without a token (empty secret: no valid token), and the app's own Authorization
+    removed before it; the client secret never reaches Envoy."""
+    result = _example()
+    clusters = result.resources[CLUSTER]
+    assert "auth0_oauth2_token" not in clusters
+    filters = _cluster_filters(clusters["auth0"])
+    removed = [m["remove"] for m in filters[0]["typed_config"]["mutations"]["request_mutations"]]
+    assert "authorization" in removed
+    injector = filters[1]["typed_config"]
+    assert injector["allow_request_without_credential"] is True
+    assert injector["overwrite"] is True
+    generic = injector["credential"]["typed_config"]
+    assert generic["credential"]["name"] == "token/auth0"
+    assert generic["header"] == "Authorization"
+    assert result.resources[SECRET]["token/auth0"].generic_secret.secret.inline_bytes == b""
+    assert not any("auth0" in name and "secret" in name for name in result.resources[SECRET])
+
+
+def test_a_token_fills_only_its_own_integrations_secret() -> None:
+    options = TranslateOptions(tokens={"auth0": "tok-a", "other": "tok-b"})
+    secrets = translate(example_integrations(), EXAMPLE_SECRETS, options).resources[SECRET]
+    assert secrets["token/auth0"].generic_secret.secret.inline_bytes == b"Bearer tok-a"
+    assert not any(b"tok-b" in s.SerializeToString() for s in secrets.values())
 
 
 # -- inputs -----------------------------------------------------------------------------------
