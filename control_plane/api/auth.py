@@ -101,7 +101,7 @@ async def security_middleware(request: web.Request, handler: Handler) -> web.Str
                 invalid=False,
             )
         principal = found
-        wait = security.limiter.take(principal.id)
+        wait = await security.limiter.acquire(principal.id)
         if wait is not None:
             return problem_response(
                 429,

@@ -20,7 +20,7 @@ from control_plane.security.api_keys import (
 )
 from control_plane.security.context import SecurityContext
 from control_plane.security.jwt import JwtConfig, JwtVerifier, parse_algorithms
-from control_plane.security.ratelimit import RateLimiter
+from control_plane.security.ratelimit import RateLimiter, SharedRateLimiter
 from control_plane.security.ssrf import Allowlist, UpstreamGuard
 from control_plane.settings import Settings
 
@@ -60,6 +60,15 @@ async def _add_auth_disabled_header(request: web.Request, response: web.StreamRe
     response.headers[AUTH_HEADER] = "disabled"
 
 
+def _limiter(settings: Settings) -> RateLimiter | SharedRateLimiter:
+    """The API's per-principal limit: shared by every replica through Redis when Redis is
+    configured, per replica otherwise."""
+    local = RateLimiter(float(settings.api_rate_limit), settings.api_rate_burst)
+    if settings.redis_url and local.enabled:
+        return SharedRateLimiter(settings.redis_url, local)
+    return local
+
+
 def install_security(app: web.Application, settings: Settings, environ: Mapping[str, str]) -> None:
     enabled = settings.auth != "disabled"
     config = jwt_config(settings) if enabled else None
@@ -74,7 +83,7 @@ def install_security(app: web.Application, settings: Settings, environ: Mapping[
         enabled=enabled,
         api_keys=ApiKeyAuthenticator(app[STORE], admin_key_hash),
         jwt=JwtVerifier(config) if config else None,
-        limiter=RateLimiter(float(settings.api_rate_limit), settings.api_rate_burst),
+        limiter=_limiter(settings),
         guard=UpstreamGuard(Allowlist.parse(settings.upstream_allowlist)),
         metrics_auth=settings.metrics_auth,
     )
@@ -93,7 +102,7 @@ def install_security(app: web.Application, settings: Settings, environ: Mapping[
             await ensure_bootstrap_key(app[STORE])
         if enabled and context.jwt is None:
             log.info("JWT bearer tokens not accepted: set jwt_issuer/AUTH0_DOMAIN and audience")
-        if not _is_loopback(settings.xds_host):
+        if settings.topology == "pod" and not _is_loopback(settings.xds_host):
             log.warning(
                 "the xDS server listens on a non-loopback address: anyone who can reach it "
                 "can read the configuration including SDS secrets",
@@ -102,5 +111,7 @@ def install_security(app: web.Application, settings: Settings, environ: Mapping[
         yield
         if context.jwt is not None:
             await context.jwt.jwks.close()
+        if isinstance(context.limiter, SharedRateLimiter):
+            await context.limiter.close()
 
     app.cleanup_ctx.append(ctx)

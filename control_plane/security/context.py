@@ -11,7 +11,7 @@ from typing import Any
 
 from control_plane.security.api_keys import ApiKeyAuthenticator
 from control_plane.security.jwt import JwtVerifier
-from control_plane.security.ratelimit import RateLimiter
+from control_plane.security.ratelimit import RateLimiter, SharedRateLimiter
 from control_plane.security.ssrf import UpstreamGuard
 
 __all__ = ["AuditDraft", "SecurityContext", "SecurityProblem", "utcnow"]
@@ -22,7 +22,7 @@ class SecurityContext:
     enabled: bool
     api_keys: ApiKeyAuthenticator
     jwt: JwtVerifier | None
-    limiter: RateLimiter
+    limiter: RateLimiter | SharedRateLimiter
     guard: UpstreamGuard
     metrics_auth: bool = False
 
