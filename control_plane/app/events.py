@@ -22,6 +22,7 @@ from control_plane.events.redis_bus import RedisBus
 from control_plane.events.relay import EventPublisher, OutboxRelay
 from control_plane.events.runtime import EventCollector, EventsRuntime, make_bus, sidecar_stats
 from control_plane.events.watchers import EnvoyStatsWatcher, HealthPublisher, nack_listener
+from control_plane.events.window_claims import WindowClaims
 from control_plane.keys import (
     EVENTS,
     METRICS,
@@ -67,7 +68,15 @@ def install_events(app: web.Application) -> EventsRuntime:
         health=HealthPublisher(publisher),
         consumer=consumer,
         usage=usage,
-        watcher=EnvoyStatsWatcher(lambda: sidecar_stats(app[SIDECAR]), items, publisher),
+        watcher=EnvoyStatsWatcher(
+            lambda: sidecar_stats(app[SIDECAR]),
+            items,
+            publisher,
+            # With Redis: one rate_limit_exceeded per window and integration for the fleet.
+            claims=WindowClaims(settings.redis_url, settings.fleet_name)
+            if settings.redis_url
+            else None,
+        ),
         sync=None,
     )
     app[XDS_CACHE].status.on_nack.append(nack_listener(publisher, items))
@@ -97,6 +106,8 @@ async def _events_ctx(app: web.Application) -> AsyncIterator[None]:
     watcher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watcher
+    if isinstance(runtime.watcher.claims, WindowClaims):
+        await runtime.watcher.claims.close()
     if runtime.sync is not None:
         await runtime.sync.stop()
     await runtime.consumer.close()

@@ -188,8 +188,18 @@ class BreakerTracker:
         return out
 
 
+class Claims(Protocol):
+    async def claim(
+        self, event_type: str, subject: str, window: int, count: int, ttl_s: float
+    ) -> tuple[bool, int]: ...
+
+
 class EnvoyStatsWatcher:
-    """Polls Envoy's ``/stats`` and emits rate-limit and circuit-breaker events."""
+    """Polls Envoy's ``/stats`` and emits rate-limit and circuit-breaker events.
+
+    With ``claims`` (Redis), a rate-limit event is published once per ``debounce_s`` window
+    and integration for the whole fleet (:mod:`control_plane.events.window_claims`).
+    """
 
     def __init__(
         self,
@@ -200,7 +210,10 @@ class EnvoyStatsWatcher:
         interval_s: float = 2.0,
         debounce_s: float = 10.0,
         clock: Callable[[], float] = time.time,
+        claims: Claims | None = None,
     ) -> None:
+        self.claims = claims
+        self.debounce_s = debounce_s
         self.stats = stats
         self.integrations = integrations
         self.emitter = emitter
@@ -215,8 +228,21 @@ class EnvoyStatsWatcher:
         items = {i.id: i for i in self.integrations() if i.enabled}
         sample = await self.stats()
         emitted = 0
-        for data in self.rates.observe(sample, items, self.clock()):
+        now = self.clock()
+        for data in self.rates.observe(sample, items, now):
             item = items[data["id"]]
+            if self.claims is not None:
+                window = int(now // self.debounce_s)
+                first, total = await self.claims.claim(
+                    "integration.rate_limit_exceeded",
+                    item.id,
+                    window,
+                    int(data["rate_limited"]),
+                    self.debounce_s,
+                )
+                if not first:
+                    continue  # another replica published this window's event
+                data = {**data, "fleet_rate_limited": total}
             await self.emitter.emit(
                 "integration.rate_limit_exceeded", data, tenant=item.tenant, subject=item.id
             )
