@@ -14,6 +14,7 @@ from aiohttp import web
 
 from control_plane.discovery.consul import ConsulRuntime
 from control_plane.discovery.dns import VettedResolver
+from control_plane.events.feed import LiveFeed
 from control_plane.events.runtime import EventsRuntime
 from control_plane.observability.metrics import ServiceMetrics
 from control_plane.probing.book import ProbeBook
@@ -44,6 +45,7 @@ __all__ = [
     "SIDECAR",
     "STORE",
     "STORE_HEALTH",
+    "UI_FEED",
     "XDS_CACHE",
 ]
 
@@ -62,5 +64,8 @@ CONSUL = web.AppKey("consul", ConsulRuntime)
 DNS_RESOLVER = web.AppKey("dns_resolver", VettedResolver)
 METRICS = web.AppKey("metrics", ServiceMetrics)
 CACHE_LEDGER = web.AppKey("cache_ledger", CacheLedger)
-# Per integration: (monotonic time, rate_limited counter) samples of the last minute.
-RATE_SAMPLES = web.AppKey("rate_samples", dict[str, deque[tuple[float, float]]])
+# Per integration: (monotonic time, allowed, rate_limited counters) samples of the last minute.
+RATE_SAMPLES = web.AppKey("rate_samples", dict[str, deque[tuple[float, float, float]]])
+# The status page's live feed: one production of the overview rows per tick, shared by
+# every open page (control_plane.api.ui.live).
+UI_FEED = web.AppKey("ui_feed", LiveFeed)
