@@ -88,7 +88,7 @@ async def shell(request: web.Request) -> web.Response:
 
 
 def _asset_names() -> tuple[str, ...]:
-    return ("htmx.min.js", "app.js", "app.css")
+    return ("htmx.min.js", "app.js", "app.css", "favicon.svg")
 
 
 @routes.get("/ui/static/{name}")
