@@ -73,7 +73,9 @@ async def test_overview_rows_by_tenant_and_escaped(secure: Secure) -> None:
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
     everything = await secure.client.get("/ui/fragments/overview", headers=ADMIN)
     assert "row-rival" in await everything.text()
-    other = await secure.client.get("/ui/fragments/integrations/weather", headers=secure.as_("other"))
+    other = await secure.client.get(
+        "/ui/fragments/integrations/weather", headers=secure.as_("other")
+    )
     assert other.status == 404, "another tenant's integration does not exist"
 
 
