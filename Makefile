@@ -52,3 +52,5 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)
 	# Vetted resolution (issue 15): its section is appended to the RESULTS.md just written.
 	$(PY) -m bench.vetted $(QUICK) >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
+	# The status page (issue 19): first paint and live-stream CPU at 1,000 integrations.
+	$(PY) -m bench.ui $(QUICK) >> $(if $(QUICK),bench/quick,bench)/RESULTS.md

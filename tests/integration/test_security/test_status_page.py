@@ -122,3 +122,19 @@ async def test_stream_sends_visible_rows_and_changes(secure: Secure) -> None:
     assert [row["id"] for row in later["upsert"]] == ["second"], "globex's row never sent"
     assert XSS not in later["upsert"][0]["html"]
     response.close()
+
+
+async def test_a_jwt_signs_in_like_an_api_key(secure: Secure) -> None:
+    token = secure.issuer.token(role="viewer", tenant="acme")
+    bearer = {"Authorization": f"Bearer {token}"}
+    overview = await secure.client.get("/ui/fragments/overview", headers=bearer)
+    assert overview.status == 200, await overview.text()
+    html = await overview.text()
+    assert "row-weather" in html and token not in html, "the token never reaches the HTML"
+    detail = await secure.client.get("/ui/fragments/integrations/weather", headers=bearer)
+    assert "allows no operator action" in await detail.text()
+    globex = secure.issuer.token(role="admin", tenant="globex")
+    other = await secure.client.get(
+        "/ui/fragments/overview", headers={"Authorization": f"Bearer {globex}"}
+    )
+    assert "row-weather" not in await other.text()
