@@ -34,6 +34,9 @@ class LiveFeed:
         self.version = 0
         self.produced_at = 0.0  # monotonic time of ``latest``
         self.subscribers = 0
+        #: Set on shutdown: subscribers end their streams (an open stream would otherwise
+        #: hold the server's graceful shutdown for its whole timeout).
+        self.closed = False
         self._changed = asyncio.Condition()
         self._poked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -59,12 +62,12 @@ class LiveFeed:
 
     async def _loop(self) -> None:
         while True:
+            self._poked.clear()  # a poke from now on asks for the next production
             try:
                 await self._run_once()
             except Exception:
                 log.exception("live feed production failed")
             await asyncio.sleep(self.min_interval_s)
-            self._poked.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._poked.wait(), max(0.0, self.interval_s - self.min_interval_s)
@@ -75,13 +78,13 @@ class LiveFeed:
         async with self._changed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self.version > seen), timeout_s
+                    self._changed.wait_for(lambda: self.version > seen or self.closed), timeout_s
                 )
         return self.version
 
     def join(self) -> None:
         self.subscribers += 1
-        if self._task is None or self._task.done():
+        if not self.closed and (self._task is None or self._task.done()):
             self._task = asyncio.create_task(self._loop(), name="ui-live-feed")
 
     async def leave(self) -> None:
@@ -89,6 +92,13 @@ class LiveFeed:
         if self.subscribers <= 0:
             self.subscribers = 0
             await self.stop()
+
+    async def close(self) -> None:
+        """No more productions; wake every subscriber so that it sees ``closed``."""
+        self.closed = True
+        await self.stop()
+        async with self._changed:
+            self._changed.notify_all()
 
     async def stop(self) -> None:
         task, self._task = self._task, None

@@ -37,6 +37,12 @@ def install_ui(app: web.Application) -> None:
     app.on_response_prepare.append(add_security_headers)
     app[UI_FEED] = LiveFeed(live.make_producer(app), interval_s=TICK_S)
     app.cleanup_ctx.append(_feed_ctx)
+    app.on_shutdown.append(_end_streams)
+
+
+async def _end_streams(app: web.Application) -> None:
+    """Before the server waits for open requests: end the live streams."""
+    await app[UI_FEED].close()
 
 
 async def _feed_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -104,7 +104,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     try:
         async with sse_response(request, ping_interval=PING_S, send_timeout=10.0) as sse:
             seen = -1
-            while sse.is_connected():
+            while sse.is_connected() and not feed.closed:
                 latest = feed.latest
                 if isinstance(latest, Overview) and feed.version != seen:
                     seen = feed.version

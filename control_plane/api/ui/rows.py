@@ -188,7 +188,10 @@ def row_of(
 async def collect_rows(app: web.Application) -> dict[str, Row]:
     """Every integration's row (all tenants; the caller filters), problems first."""
     envoy = await _envoy(app)
-    node_ids = [n.node_id for n in app[XDS_CACHE].status.nodes()]
+    # Nodes lagging: of the nodes connected now (and this pod's own, connected or not).
+    own = app[SIDECAR].node_id
+    connected = [n.node_id for n in app[XDS_CACHE].status.nodes() if n.connected]
+    node_ids = [own, *(n for n in connected if n != own)]
     rows = [row_of(app, item, envoy, node_ids) for item in app[REGISTRY].view.items.values()]
     rows.sort(key=lambda r: (r.rank, r.id))
     return {row.id: row for row in rows}
