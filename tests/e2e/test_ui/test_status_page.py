@@ -59,6 +59,16 @@ async def _nack(ui: UiStack, blocker: socket.socket) -> None:
     await wait_until(nacked, deadline_s=15, message="clash NACKed")
 
 
+async def _probe(ui: UiStack, ident: str) -> bool:
+    """``POST /integrations/{id}/test`` (the probe through the sidecar); whether it passed."""
+    stack = ui.stack
+    async with stack.session.post(
+        stack.api(f"/integrations/{ident}/test"), headers=stack.service.admin_headers
+    ) as response:
+        assert response.status == 200, await response.text()
+        return bool((await response.json())["ok"])
+
+
 async def test_overview_nack_first_xss_text_tenants_and_detail(tmp_path: Path) -> None:
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", 0))
@@ -66,6 +76,12 @@ async def test_overview_nack_first_xss_text_tenants_and_detail(tmp_path: Path) -
     try:
         async with ui_stack(tmp_path) as ui, chromium() as browser:
             await _nack(ui, blocker)
+            # Health: a loopback integration passes its probe; Stripe's cannot be reached
+            # from here (no outside network): twice (the unhealthy threshold) makes it
+            # unhealthy, and its row names the failing step.
+            assert await _probe(ui, "hostile") is True
+            for _ in range(2):
+                assert await _probe(ui, "stripe") is False
             viewer = await ui.new_key("viewer", "viewer")
             page = await browser.new_page(viewport={"width": 1500, "height": 900})
             errors = watch_errors(page)
@@ -81,6 +97,10 @@ async def test_overview_nack_first_xss_text_tenants_and_detail(tmp_path: Path) -
             await expect(page.locator('#counts [data-count="config:nacked"]')).to_have_text(
                 "nacked 1"
             )
+            await expect(page.locator("#row-hostile")).to_have_attribute("data-health", "healthy")
+            stripe = page.locator("#row-stripe")
+            await expect(stripe).to_have_attribute("data-health", "unhealthy")
+            assert "failed at" in (await stripe.locator(".step").text_content() or "")
             # The hostile description is text: no element, no script, no dialog.
             hostile = page.locator("#row-hostile")
             await expect(hostile.locator(".desc")).to_have_text(XSS)
