@@ -23,7 +23,7 @@ from control_plane.api.caller import principal_of, sees
 from control_plane.api.circuit_breaker import breaker_view
 from control_plane.api.integrations import integration_body
 from control_plane.api.lookup import integration_of
-from control_plane.api.openapi.spec import operation, response
+from control_plane.api.openapi.spec import Json, operation, response
 from control_plane.api.probing import health_body
 from control_plane.api.rate_limit import rate_limit_view
 from control_plane.api.status import status_body
@@ -50,12 +50,15 @@ ACTIONS = (
 _STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
 
 
-def _html(text: Json, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"text/html": {"schema": text}}}
-
-
-Json = dict[str, Any]
 _STRING: Json = {"type": "string"}
+
+
+def _html(description: str, *types: str) -> Json:
+    """A response whose body is text of ``types`` (HTML by default), for the OpenAPI."""
+    return {
+        "description": description,
+        "content": {t: {"schema": _STRING} for t in types or ("text/html",)},
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +81,7 @@ def render_row(app: web.Application, row: Row) -> str:
     "Status page",
     "The status page's shell (public: it holds no data). It signs in with an API key or "
     "a JWT kept in sessionStorage and loads the fragments below with that header.",
-    {"200": _html(_STRING, "The page")},
+    {"200": _html("The page")},
 )
 async def shell(request: web.Request) -> web.Response:
     assets = {name: f"/ui/static/{name}?v={_static(name)[1]}" for name in _asset_names()}
@@ -98,7 +101,7 @@ def _asset_names() -> tuple[str, ...]:
     "Status page asset",
     "The page's script, style sheet and the vendored htmx (see the NOTICE beside them).",
     {
-        "200": _html(_STRING, "The file"),
+        "200": _html("The file", *sorted(set(_STATIC_TYPES.values()))),
         "404": response("NotFound"),
     },
     parameters=[{"name": "name", "in": "path", "required": True, "schema": _STRING}],
@@ -144,7 +147,7 @@ def visible(request: web.Request, overview: Overview) -> list[Row]:
     "Status page: the overview table",
     "One row per integration the caller may see (other tenants' are absent), problems "
     "first. `data-version` names the live-feed production it shows, for `/ui/stream`.",
-    {"200": _html(_STRING, "The table")},
+    {"200": _html("The table")},
 )
 async def overview(request: web.Request) -> web.Response:
     data, version = await overview_of(request.app)
@@ -201,7 +204,7 @@ def _pretty(value: Any) -> str:
     "The normalized definition (credential references, never values), status, health, "
     "circuit breaker, rate limit, cache, recent events, and the operator actions the "
     "caller's role allows.",
-    {"200": _html(_STRING, "The detail"), "404": response("NotFound")},
+    {"200": _html("The detail"), "404": response("NotFound")},
     params=["IntegrationId"],
 )
 async def detail(request: web.Request) -> web.Response:
