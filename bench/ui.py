@@ -17,7 +17,8 @@ as any page opened while another is live does.
 **U2 live-stream CPU.** The control plane's CPU (utime + stime from ``/proc/<pid>/stat``)
 over a fixed window with no page open, then with 10 pages open on the overview (each
 holding a live stream), in steady state (no integration changing). The stream's cost is
-the difference, in % of one core.
+the difference, in % of one core. Envoy's CPU over the same windows is reported beside it
+(its main thread answers the overview's ``/clusters`` and ``/stats`` reads).
 
 Nothing asserts a number. ``--quick`` shortens the windows and runs.
 """
@@ -104,23 +105,28 @@ async def _first_paint(stack: Stack, browser: Browser, count: int, runs: int) ->
     }
 
 
-async def _cpu_window(pid: int, seconds: float) -> float:
-    """% of one core the process used over ``seconds``."""
-    start_cpu, start = cpu_seconds(pid), time.monotonic()
+async def _cpu_window(pids: tuple[int, int], seconds: float) -> tuple[float, float]:
+    """% of one core each process used over ``seconds``."""
+    first = [cpu_seconds(pid) for pid in pids]
+    start = time.monotonic()
     await asyncio.sleep(seconds)
-    return 100.0 * (cpu_seconds(pid) - start_cpu) / (time.monotonic() - start)
+    elapsed = time.monotonic() - start
+    service, envoy = (
+        100.0 * (cpu_seconds(p) - f) / elapsed for p, f in zip(pids, first, strict=True)
+    )
+    return service, envoy
 
 
 async def _stream_cpu(
     stack: Stack, browser: Browser, count: int, window_s: float
 ) -> dict[str, Any]:
-    pid = stack.service_pid
+    pids = (stack.service_pid, stack.envoy_pid)
     await asyncio.sleep(3.0)  # no page open: the feed stops producing
-    idle = await _cpu_window(pid, window_s)
+    idle, envoy_idle = await _cpu_window(pids, window_s)
     contexts = [await _context(browser, stack.api_key) for _ in range(PAGES)]
     pages = [(await _open(c, stack.api("/ui"), count))[0] for c in contexts]
     await asyncio.sleep(3.0)  # every stream past its first (full) send
-    open_pct = await _cpu_window(pid, window_s)
+    open_pct, envoy_open = await _cpu_window(pids, window_s)
     live = [await p.get_attribute("#live", "data-state") for p in pages]
     for context in contexts:
         await context.close()
@@ -130,6 +136,9 @@ async def _stream_cpu(
         "idle_pct": round(idle, 2),
         "open_pct": round(open_pct, 2),
         "stream_pct": round(open_pct - idle, 2),
+        # Envoy's side: its admin API answers the overview's reads on its main thread.
+        "envoy_idle_pct": round(envoy_idle, 2),
+        "envoy_open_pct": round(envoy_open, 2),
         "pages_live": live.count("live"),
     }
 
@@ -196,7 +205,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"U2: control-plane CPU over {cpu['window_s']:g} s: {cpu['idle_pct']:.2f} % of a "
             f"core with no page open, {cpu['open_pct']:.2f} % with {cpu['pages']} pages open "
             f"({cpu['pages_live']} live): the stream costs **{cpu['stream_pct']:.2f} %** of a "
-            "core.",
+            f"core. Envoy (whose main thread answers the admin reads): {cpu['envoy_idle_pct']:.2f} "
+            f"% with no page, {cpu['envoy_open_pct']:.2f} % with {cpu['pages']} pages.",
             "",
         ]
     )
