@@ -148,6 +148,18 @@ async def test_breaker_opens_live_operator_resets_viewer_cannot(tmp_path: Path) 
         await _sign_in(page, ui, operator)
         row = page.locator("#row-flaky")
         await expect(row).to_have_attribute("data-breaker", "closed")
+
+        # Rate limit: the example weather-api's bucket holds 20; 25 requests at once leave
+        # 5 limited, and its row counts both over the last minute, live.
+        codes = []
+        for _ in range(25):
+            async with ui.stack.session.get(ui.stack.sidecar("weather-api", "/")) as response:
+                codes.append(response.status)
+        assert codes.count(429) == 5, codes
+        weather = page.locator("#row-weather-api")
+        await expect(weather.locator(".rate")).to_have_text(
+            "20 allowed · 5 limited", timeout=LIVE_S * 1000
+        )
         navigations: list[str] = []
         page.on("framenavigated", lambda frame: navigations.append(frame.url))
 
