@@ -160,8 +160,8 @@ async def test_breaker_opens_live_operator_resets_viewer_cannot(tmp_path: Path) 
         await expect(weather.locator(".rate")).to_have_text(
             "20 allowed · 5 limited", timeout=LIVE_S * 1000
         )
-        navigations: list[str] = []
-        page.on("framenavigated", lambda frame: navigations.append(frame.url))
+        # A marker in the page's window: a reload would lose it (hash routes keep it).
+        await page.evaluate("() => { window.uiMarker = 42; }")
 
         ui.flaky.status = 503
         for _ in range(3):
@@ -171,7 +171,7 @@ async def test_breaker_opens_live_operator_resets_viewer_cannot(tmp_path: Path) 
         await expect(row).to_have_attribute("data-breaker", "open", timeout=LIVE_S * 1000)
         opened_after = time.monotonic() - tripped
         assert opened_after <= LIVE_S
-        assert navigations == [], "no reload"
+        assert await page.evaluate("() => window.uiMarker") == 42, "no reload"
         assert await page.locator("#rows tr").first.get_attribute("data-id") == "flaky"
         await expect(row.locator(".hosts")).to_have_text("1 of 1 host ejected")
 
@@ -203,3 +203,10 @@ async def test_breaker_opens_live_operator_resets_viewer_cannot(tmp_path: Path) 
         ui.stack.service.kill()
         await expect(page.locator("#live")).to_have_attribute("data-state", "disconnected")
         await expect(page.locator("#banner")).to_be_visible()
+        # ... and picks up again, without a reload, once it is back.
+        ui.stack.service.start()
+        await ui.stack.service.wait_ready()
+        await expect(page.locator("#live")).to_have_attribute("data-state", "live", timeout=30_000)
+        await expect(page.locator("#banner")).to_be_hidden()
+        await expect(page.locator("#row-flaky")).to_have_attribute("data-breaker", "closed")
+        assert await page.evaluate("() => window.uiMarker") == 42, "still no reload"
