@@ -15,7 +15,6 @@ docs/security.md, "Status page".
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -29,8 +28,6 @@ from control_plane.api.ui.rows import Row, collect_rows
 from control_plane.keys import UI_FEED
 
 __all__ = ["PING_S", "make_producer", "routes"]
-
-log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 

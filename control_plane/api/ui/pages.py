@@ -179,7 +179,8 @@ def allowed_actions(request: web.Request, item: Integration) -> list[dict[str, s
     return out
 
 
-async def _breaker(app: web.Application, item: Integration) -> dict[str, Any] | None:
+async def _traffic(app: web.Application, item: Integration) -> dict[str, Any] | None:
+    """The breaker and rate-limit bodies from one read of Envoy, or None when unreachable."""
     try:
         async with app[SIDECAR].admin(timeout=2.0) as admin:
             clusters, stats = await admin.clusters(), await admin.stats()
@@ -210,7 +211,7 @@ def _pretty(value: Any) -> str:
 async def detail(request: web.Request) -> web.Response:
     item = integration_of(request)
     app = request.app
-    traffic = await _breaker(app, item)
+    traffic = await _traffic(app, item)
     events = app.get(EVENTS)
     sections = {
         "Status": status_body(app, item),
