@@ -55,3 +55,5 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.fleet $(QUICK) --json $(if $(QUICK),bench/quick,bench)/fleet.json >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
 	# Token broker (issue 18): the full-length acceptance runs, appended the same way.
 	$(PY) -m bench.tokens $(QUICK) >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
+	# The status page (issue 19): first paint and live-stream CPU at 1,000 integrations.
+	$(PY) -m bench.ui $(QUICK) >> $(if $(QUICK),bench/quick,bench)/RESULTS.md

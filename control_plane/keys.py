@@ -15,6 +15,7 @@ from aiohttp import web
 from control_plane.discovery.consul import ConsulRuntime
 from control_plane.discovery.dns import VettedResolver
 from control_plane.discovery.membership import FleetMembership
+from control_plane.events.feed import LiveFeed
 from control_plane.events.runtime import EventsRuntime
 from control_plane.observability.metrics import ServiceMetrics
 from control_plane.probing.book import ProbeBook
@@ -50,6 +51,7 @@ __all__ = [
     "STORE",
     "STORE_HEALTH",
     "TOKENS",
+    "UI_FEED",
     "XDS_CACHE",
 ]
 
@@ -72,5 +74,8 @@ MEMBERSHIP = web.AppKey("membership", FleetMembership)
 # The shared topology only: workloads and the TLS-gated xDS server.
 FLEET = web.AppKey("fleet", Fleet)
 TOKENS = web.AppKey("tokens", TokenBroker)
-# Per integration: (monotonic time, rate_limited counter) samples of the last minute.
-RATE_SAMPLES = web.AppKey("rate_samples", dict[str, deque[tuple[float, float]]])
+# Per integration: (monotonic time, allowed, rate_limited counters) samples of the last minute.
+RATE_SAMPLES = web.AppKey("rate_samples", dict[str, deque[tuple[float, float, float]]])
+# The status page's live feed: one production of the overview rows per tick, shared by
+# every open page (control_plane.api.ui.live).
+UI_FEED = web.AppKey("ui_feed", LiveFeed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp import web
 
@@ -10,10 +11,12 @@ from control_plane.api.lookup import envoy_down, integration_of
 from control_plane.api.openapi.spec import envoy_read, ok, operation, problem, response
 from control_plane.api.problems import problem_response
 from control_plane.keys import CACHE_LEDGER, PIPELINE, SIDECAR, XDS_CACHE
+from control_plane.model import Integration
+from control_plane.sidecar.accesslog import CacheCounts
 from control_plane.sidecar.admin import EnvoyAdminError
 from control_plane.xds.resources import LISTENER
 
-__all__ = ["routes"]
+__all__ = ["cache_body", "hit_ratio", "routes"]
 
 routes = web.RouteTableDef()
 
@@ -55,36 +58,44 @@ async def cache_stats(request: web.Request) -> web.Response:
       new file (measured: 33 bytes for a 287-byte entry) until it rescans the directory, so
       ``disk`` reports the files and bytes actually in the directory as well.
     """
-    item = integration_of(request)
-    pipeline = request.app[PIPELINE]
+    body = await cache_body(request.app, integration_of(request))
+    return envoy_down() if body is None else web.json_response(body)
+
+
+def hit_ratio(counts: CacheCounts) -> float | None:
+    """Hits over hits and misses; None before any cacheable request."""
+    total = counts.hits + counts.misses
+    return round(counts.hits / total, 4) if total else None
+
+
+async def cache_body(app: web.Application, item: Integration) -> dict[str, Any] | None:
+    """The cache body of one integration, or None while Envoy's admin API is unreachable."""
+    pipeline = app[PIPELINE]
     path = pipeline.cache_path(item.id)
     try:
-        async with request.app[SIDECAR].admin() as admin:
+        async with app[SIDECAR].admin() as admin:
             await admin.reopen_logs()  # flush buffered access-log lines first
             stats = await admin.stats()
     except EnvoyAdminError:
-        return envoy_down()
-    counts = request.app[CACHE_LEDGER].counts(item.id)
+        return None
+    counts = app[CACHE_LEDGER].counts(item.id)
     sizes = _cache_sizes(stats, str(path)) if item.policies.cache.enabled else None
     files, disk_bytes = await asyncio.to_thread(pipeline.cache_disk, item.id)
-    total = counts.hits + counts.misses
-    return web.json_response(
-        {
-            "id": item.id,
-            "enabled": item.policies.cache.enabled,
-            "generation": pipeline.cache_generation(item.id),
-            "hits": counts.hits,
-            "misses": counts.misses,
-            "stored": counts.stored,
-            "bypassed": counts.bypassed,
-            "hit_ratio": round(counts.hits / total, 4) if total else None,
-            # No gauge yet: Envoy has not built a cache at this path, so it holds nothing.
-            "entries": sizes[0] if sizes else 0.0,
-            "bytes": sizes[1] if sizes else 0.0,
-            "disk": {"files": files, "bytes": disk_bytes},
-            "path": str(path),
-        }
-    )
+    return {
+        "id": item.id,
+        "enabled": item.policies.cache.enabled,
+        "generation": pipeline.cache_generation(item.id),
+        "hits": counts.hits,
+        "misses": counts.misses,
+        "stored": counts.stored,
+        "bypassed": counts.bypassed,
+        "hit_ratio": hit_ratio(counts),
+        # No gauge yet: Envoy has not built a cache at this path, so it holds nothing.
+        "entries": sizes[0] if sizes else 0.0,
+        "bytes": sizes[1] if sizes else 0.0,
+        "disk": {"files": files, "bytes": disk_bytes},
+        "path": str(path),
+    }
 
 
 @routes.post("/integrations/{integration_id}/cache/clear")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -10,10 +11,11 @@ from control_plane.api.lookup import envoy_down, integration_of
 from control_plane.api.openapi.spec import envoy_read, ok, operation, problem, response
 from control_plane.api.problems import problem_response
 from control_plane.keys import PIPELINE, SIDECAR, XDS_CACHE
-from control_plane.sidecar.admin import CIRCUIT_BREAKER_GAUGES, EnvoyAdminError
+from control_plane.model import Integration
+from control_plane.sidecar.admin import CIRCUIT_BREAKER_GAUGES, ClusterStatus, EnvoyAdminError
 from control_plane.xds.resources import CLUSTER
 
-__all__ = ["routes"]
+__all__ = ["breaker_view", "routes"]
 
 routes = web.RouteTableDef()
 
@@ -51,6 +53,19 @@ async def circuit_breaker(request: web.Request) -> web.Response:
             stats = await admin.stats()
     except EnvoyAdminError:
         return envoy_down()
+    return web.json_response(
+        breaker_view(item, clusters, stats, request.app[PIPELINE].cluster_generation(item.id))
+    )
+
+
+def breaker_view(
+    item: Integration,
+    clusters: Mapping[str, ClusterStatus],
+    stats: Mapping[str, int | float],
+    generation: int,
+) -> dict[str, Any]:
+    """The circuit-breaker body of one integration from Envoy's ``/clusters`` and ``/stats``
+    (the status page derives its breaker column from this too)."""
     cb = item.policies.circuit_breaker
     od = item.policies.outlier_detection
     prefix = f"cluster.{item.id}."
@@ -92,10 +107,10 @@ async def circuit_breaker(request: web.Request) -> web.Response:
             "upstream_rq_retry_overflow": stats.get(prefix + "upstream_rq_retry_overflow", 0),
         },
         "hosts": hosts,
-        "generation": request.app[PIPELINE].cluster_generation(item.id),
+        "generation": generation,
     }
     view["state"] = _breaker_state(view)
-    return web.json_response(view)
+    return view
 
 
 @routes.post("/integrations/{integration_id}/circuit-breaker/reset")

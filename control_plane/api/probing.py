@@ -13,16 +13,17 @@ from control_plane.api.problems import problem_response
 from control_plane.api.status import token_status
 from control_plane.keys import PROBER, PROBES, SIDECAR, TOKENS
 from control_plane.model import Integration
+from control_plane.probing.book import ProbeBook
 from control_plane.sidecar.admin import EnvoyAdminError
 
-__all__ = ["routes"]
+__all__ = ["health_body", "probe_summary", "routes"]
 
 routes = web.RouteTableDef()
 
 
-async def _envoy_view(request: web.Request, item: Integration) -> dict[str, Any]:
+async def _envoy_view(app: web.Application, item: Integration) -> dict[str, Any]:
     try:
-        async with request.app[SIDECAR].admin() as admin:
+        async with app[SIDECAR].admin() as admin:
             clusters = await admin.clusters()
             stats = await admin.stats()
     except EnvoyAdminError as exc:
@@ -61,18 +62,27 @@ async def _envoy_view(request: web.Request, item: Integration) -> dict[str, Any]
     params=["IntegrationId"],
 )
 async def integration_health(request: web.Request) -> web.Response:
-    item = integration_of(request)
-    book = request.app[PROBES]
+    return web.json_response(await health_body(request.app, integration_of(request)))
+
+
+def probe_summary(book: ProbeBook, item: Integration) -> dict[str, Any]:
+    """The health state and the last probe (the status page's health column)."""
     last = book.last(item.id)
-    return web.json_response(
-        {
-            "id": item.id,
-            "state": book.state_of(item.id),
-            "last_probe": last.as_dict() if last else None,
-            "envoy": await _envoy_view(request, item),
-            "token": token_status(request.app.get(TOKENS), item.id),
-        }
-    )
+    return {
+        "id": item.id,
+        "state": book.state_of(item.id),
+        "last_probe": last.as_dict() if last else None,
+    }
+
+
+async def health_body(app: web.Application, item: Integration) -> dict[str, Any]:
+    """The health body of one integration: the last probe and Envoy's view of its hosts."""
+    return {
+        **probe_summary(app[PROBES], item),
+        "envoy": await _envoy_view(app, item),
+        # Token mode: the brokered token's state (never the token).
+        "token": token_status(app.get(TOKENS), item.id),
+    }
 
 
 @routes.post("/integrations/{integration_id}/test")

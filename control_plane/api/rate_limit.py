@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -11,36 +12,45 @@ from aiohttp import web
 from control_plane.api.lookup import envoy_down, envoy_stats, integration_of
 from control_plane.api.openapi.spec import envoy_read, operation
 from control_plane.keys import RATE_SAMPLES
+from control_plane.model import Integration
 
-__all__ = ["routes"]
+__all__ = ["RATE_WINDOW_S", "rate_limit_view", "routes"]
 
 routes = web.RouteTableDef()
 
 RATE_WINDOW_S = 60.0
 
+Samples = dict[str, deque[tuple[float, float, float]]]
 
-def _limited_rate(request: web.Request, ident: str, limited: float) -> float:
-    samples = request.app[RATE_SAMPLES].setdefault(ident, deque(maxlen=120))
+
+def _window(samples: Samples, ident: str, allowed: float, limited: float) -> dict[str, float]:
+    """Record ``(now, allowed, limited)`` and answer what the last minute of samples shows:
+    the requests allowed and limited since the oldest sample in the window and the limited
+    rate. The window starts when the counters were first read (by the API or the status
+    page), so right after start-up it is shorter than a minute."""
+    series = samples.setdefault(ident, deque(maxlen=120))
     now = time.monotonic()
-    samples.append((now, limited))
-    while samples and now - samples[0][0] > RATE_WINDOW_S:
-        samples.popleft()
-    first_t, first_v = samples[0]
-    return round((limited - first_v) / (now - first_t), 3) if now > first_t else 0.0
+    if series and (allowed < series[-1][1] or limited < series[-1][2]):
+        series.clear()  # counters only grow: Envoy restarted and began at 0
+    series.append((now, allowed, limited))
+    while series and now - series[0][0] > RATE_WINDOW_S:
+        series.popleft()
+    first_t, first_allowed, first_limited = series[0]
+    return {
+        "allowed": allowed - first_allowed,
+        "limited": limited - first_limited,
+        "seconds": round(now - first_t, 3),
+        "limited_per_s": round((limited - first_limited) / (now - first_t), 3)
+        if now > first_t
+        else 0.0,
+    }
 
 
-@routes.get("/integrations/{integration_id}/rate-limit")
-@operation(
-    "getRateLimit",
-    "traffic",
-    "Rate-limit buckets and counters",
-    "Configured token buckets; allowed and limited counts from Envoy's "
-    "`<id>.http_local_rate_limit.*` stats; the limited rate over the last minute.",
-    envoy_read("RateLimit", "Rate limit"),
-    params=["IntegrationId"],
-)
-async def rate_limit(request: web.Request) -> web.Response:
-    item = integration_of(request)
+def rate_limit_view(
+    item: Integration, stats: Mapping[str, int | float], samples: Samples
+) -> dict[str, Any]:
+    """The rate-limit body of one integration from Envoy's ``/stats`` (the status page's
+    rate-limit column is derived from this too)."""
     rl = item.policies.rate_limit
     configured: dict[str, Any] | None = None
     if rl is not None:
@@ -57,22 +67,43 @@ async def rate_limit(request: web.Request) -> web.Response:
                 for t, b in sorted(rl.per_tenant.items())
             },
         }
+    prefix = f"{item.id}.http_local_rate_limit."
+    allowed = stats.get(prefix + "ok", 0)
+    limited = stats.get(prefix + "rate_limited", 0)
+    window = _window(samples, item.id, float(allowed), float(limited))
+    return {
+        "id": item.id,
+        "configured": configured,
+        "counters": {
+            "allowed": allowed,
+            "limited": limited,
+            "enabled": stats.get(prefix + "enabled", 0),
+            "enforced": stats.get(prefix + "enforced", 0),
+        },
+        "limited_per_s": window["limited_per_s"],
+        "window_s": RATE_WINDOW_S,
+        "last_minute": {
+            "allowed": window["allowed"],
+            "limited": window["limited"],
+            "seconds": window["seconds"],
+        },
+    }
+
+
+@routes.get("/integrations/{integration_id}/rate-limit")
+@operation(
+    "getRateLimit",
+    "traffic",
+    "Rate-limit buckets and counters",
+    "Configured token buckets; allowed and limited counts from Envoy's "
+    "`<id>.http_local_rate_limit.*` stats; the limited rate and the requests allowed and "
+    "limited over the last minute (`last_minute.seconds`: the window covered so far).",
+    envoy_read("RateLimit", "Rate limit"),
+    params=["IntegrationId"],
+)
+async def rate_limit(request: web.Request) -> web.Response:
+    item = integration_of(request)
     stats = await envoy_stats(request)
     if stats is None:
         return envoy_down()
-    prefix = f"{item.id}.http_local_rate_limit."
-    limited = stats.get(prefix + "rate_limited", 0)
-    return web.json_response(
-        {
-            "id": item.id,
-            "configured": configured,
-            "counters": {
-                "allowed": stats.get(prefix + "ok", 0),
-                "limited": limited,
-                "enabled": stats.get(prefix + "enabled", 0),
-                "enforced": stats.get(prefix + "enforced", 0),
-            },
-            "limited_per_s": _limited_rate(request, item.id, float(limited)),
-            "window_s": RATE_WINDOW_S,
-        }
-    )
+    return web.json_response(rate_limit_view(item, stats, request.app[RATE_SAMPLES]))

@@ -20,6 +20,7 @@ from control_plane.api import (
     probing,
     rate_limit,
     status,
+    ui,
 )
 from control_plane.api.openapi.document import build_document
 from control_plane.api.openapi.spec import Json, operation
@@ -75,4 +76,5 @@ ROUTE_TABLES: tuple[web.RouteTableDef, ...] = (
     routes,
     api_keys.routes,
     audit.routes,
+    *ui.ROUTES,
 )

@@ -21,10 +21,11 @@ from control_plane.keys import (
     TOKENS,
     XDS_CACHE,
 )
+from control_plane.model import Integration
 from control_plane.tokens.broker import TokenBroker
 from control_plane.xds.config_state import integration_config, integration_nodes
 
-__all__ = ["routes", "token_status"]
+__all__ = ["routes", "status_body", "token_status"]
 
 routes = web.RouteTableDef()
 
@@ -47,41 +48,40 @@ def token_status(broker: TokenBroker | None, integration_id: str) -> dict[str, A
     params=["IntegrationId"],
 )
 async def status(request: web.Request) -> web.Response:
-    item = integration_of(request)
-    events = request.app.get(EVENTS)
-    fleet = request.app.get(FLEET)
-    shared = (
-        None
+    return web.json_response(status_body(request.app, integration_of(request)))
+
+
+def status_body(app: web.Application, item: Integration) -> dict[str, Any]:
+    """The status body of one integration (the API's and the status page's)."""
+    events = app.get(EVENTS)
+    fleet = app.get(FLEET)
+    return {
+        "id": item.id,
+        "enabled": item.enabled,
+        "listen_port": item.listen_port,
+        "endpoint": endpoint_of(item),
+        "registry_version": item.version,
+        "source": item.source,
+        # Vetted resolution: the name, the addresses served and refused (and why).
+        "resolution": resolution_status(app.get(DNS_RESOLVER), item),
+        "config": integration_config(
+            app[XDS_CACHE],
+            app[SIDECAR].node_id,
+            item,
+            app[PIPELINE].state,
+        ),
+        # Shared topology: every node whose workload should run it, and what it runs.
+        "fleet": None
         if fleet is None
-        else integration_nodes(request.app[XDS_CACHE], item, fleet.workloads())
-    )
-    return web.json_response(
-        {
-            "id": item.id,
-            "enabled": item.enabled,
-            "listen_port": item.listen_port,
-            "endpoint": endpoint_of(item),
-            "registry_version": item.version,
-            "source": item.source,
-            # Vetted resolution: the name, the addresses served and refused (and why).
-            "resolution": resolution_status(request.app.get(DNS_RESOLVER), item),
-            "config": integration_config(
-                request.app[XDS_CACHE],
-                request.app[SIDECAR].node_id,
-                item,
-                request.app[PIPELINE].state,
-            ),
-            # Shared topology: every node whose workload should run it, and what it runs.
-            "fleet": shared,
-            # Token mode: valid / refreshing / failing / expired, expiry, last refresh/error.
-            "token": token_status(request.app.get(TOKENS), item.id),
-            # Calls reported by other services' ``agent.executed`` events, per tenant.
-            "usage": events.usage.for_integration(item.id) if events else {},
-            # References whose values the credential policy keeps out of Envoy (a grant
-            # narrowed or removed, a file outside the roots): reference and rule only.
-            "credentials_withheld": {
-                ref: {"rule": why.rule, "reason": why.message}
-                for ref, why in sorted(request.app[REGISTRY].policy.withheld(item).items())
-            },
-        }
-    )
+        else integration_nodes(app[XDS_CACHE], item, fleet.workloads()),
+        # Token mode: valid / refreshing / failing / expired, expiry, last refresh/error.
+        "token": token_status(app.get(TOKENS), item.id),
+        # Calls reported by other services' ``agent.executed`` events, per tenant.
+        "usage": events.usage.for_integration(item.id) if events else {},
+        # References whose values the credential policy keeps out of Envoy (a grant
+        # narrowed or removed, a file outside the roots): reference and rule only.
+        "credentials_withheld": {
+            ref: {"rule": why.rule, "reason": why.message}
+            for ref, why in sorted(app[REGISTRY].policy.withheld(item).items())
+        },
+    }

@@ -79,6 +79,7 @@ def install_events(app: web.Application) -> EventsRuntime:
         ),
         sync=None,
     )
+    runtime.recent.attach(bus)
     app[XDS_CACHE].status.on_nack.append(nack_listener(publisher, items))
     metrics = app.get(METRICS)
     if metrics is not None:

@@ -22,6 +22,7 @@ from control_plane.api import health
 from control_plane.api.metrics import install_metrics, metrics_middleware
 from control_plane.api.middleware import correlation_middleware, errors_middleware
 from control_plane.api.routes import ROUTE_TABLES
+from control_plane.api.ui import install_ui
 from control_plane.app.accesslogs import install_access_logs
 from control_plane.app.consul import install_consul
 from control_plane.app.dns import install_dns
@@ -229,6 +230,7 @@ def create_app(
     app.cleanup_ctx.append(_prober_ctx)
     install_security(app, settings, os.environ if environ is None else environ)
     install_events(app)  # after the store/registry contexts: started later, stopped sooner
+    install_ui(app)  # after the events: integration events refresh the status page
     install_dns(app)  # vetted resolution: hears each registry view before the pipeline
     install_tokens(app, env)  # after events (its events) and the metrics (its collector)
     install_consul(app)  # last: registered when all is up, deregistered first on shutdown

@@ -4,7 +4,7 @@ consumers and the Envoy stats watcher (``control_plane.app.events`` builds and s
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 
 from control_plane.events.bus import EventBus, InProcessBus
 from control_plane.events.consumers import EventConsumer, RegistrySync, UsageBook
+from control_plane.events.recent import RecentEvents
 from control_plane.events.redis_bus import RedisBus
 from control_plane.events.relay import EventPublisher, OutboxRelay
 from control_plane.events.watchers import EnvoyStatsWatcher, HealthPublisher
@@ -31,6 +32,8 @@ class EventsRuntime:
     usage: UsageBook
     watcher: EnvoyStatsWatcher
     sync: RegistrySync | None
+    #: The last events of each integration (the status page's detail view).
+    recent: RecentEvents = field(default_factory=RecentEvents)
 
     def state(self) -> dict[str, Any]:
         return {

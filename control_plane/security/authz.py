@@ -70,6 +70,13 @@ MATRIX: Mapping[tuple[str, str], Rule] = {
     ("POST", "/api-keys"): Rule("admin", "api_key.create"),
     ("DELETE", "/api-keys/{key_id}"): Rule("admin", "api_key.revoke"),
     ("GET", "/audit"): Rule("admin"),
+    # The status page: the shell and its assets hold no data; what it shows needs the
+    # caller's credentials like the API (and is scoped to the caller's tenant).
+    ("GET", "/ui"): PUBLIC,
+    ("GET", "/ui/static/{name}"): PUBLIC,
+    ("GET", "/ui/fragments/overview"): _VIEW,
+    ("GET", "/ui/fragments/integrations/{integration_id}"): _VIEW,
+    ("GET", "/ui/stream"): _VIEW,
 }
 
 _FAIL_CLOSED = Rule("admin")

@@ -46,6 +46,7 @@ def rate_limit_schema() -> Schema:
             ),
             "limited_per_s": NUMBER,
             "window_s": NUMBER,
+            "last_minute": all_required({"allowed": NUMBER, "limited": NUMBER, "seconds": NUMBER}),
         }
     )
 

@@ -8,6 +8,7 @@ exercised here fails the test.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,31 @@ integrations:
             }
             assert documented - api.called == set(), "endpoints not exercised"
         assert SECRET not in s.service.log()
+
+
+async def _status_page(api: Api) -> None:
+    """The status page's routes, while flaky is ejected: its row reads open everywhere."""
+    shell, _ = await api.call("GET", "/ui", 200)
+    assert "flaky" not in shell, "the public shell holds no data"
+    async with api.session.get(api.service.base_url + "/ui/static/app.js") as response:
+        assert response.status == 200
+        api.called.add(("get", "/ui/static/{name}"))
+    overview, _ = await api.call("GET", "/ui/fragments/overview", 200)
+    assert 'id="row-flaky"' in overview
+    assert 'data-breaker="open"' in overview.split('id="row-flaky"')[1].split(">")[0]
+    detail, _ = await api.call(
+        "GET", "/ui/fragments/integrations/{integration_id}", 200, ident="flaky"
+    )
+    assert "circuit-breaker/reset" in detail and SECRET not in detail
+    headers = api.service.admin_headers
+    async with api.session.get(api.service.base_url + "/ui/stream", headers=headers) as stream:
+        assert stream.status == 200
+        while not (line := await stream.content.readline()).startswith(b"data: "):
+            pass
+        rows = json.loads(line[6:])
+        flaky_row = next(r for r in rows["upsert"] if r["id"] == "flaky")
+        assert 'data-breaker="open"' in flaky_row["html"]
+        api.called.add(("get", "/ui/stream"))
 
 
 async def _sidecar(session: aiohttp.ClientSession, port: int, path: str = "/") -> int:
@@ -203,6 +229,7 @@ async def _drive(
         return bool(body["outlier_detection"]["ejections_active"] == 1)
 
     await wait_until(ejected, deadline_s=10, message="flaky ejected")
+    await _status_page(api)
     seen = len(flaky.requests)
     assert await _sidecar(session, ports["flaky"]) == 503
     assert len(flaky.requests) == seen, "failed fast while ejected"

@@ -40,6 +40,11 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/api-keys"): "admin",
     ("DELETE", "/api-keys/{key_id}"): "admin",
     ("GET", "/audit"): "admin",
+    ("GET", "/ui"): "public",
+    ("GET", "/ui/static/{name}"): "public",
+    ("GET", "/ui/fragments/overview"): "viewer",
+    ("GET", "/ui/fragments/integrations/{integration_id}"): "viewer",
+    ("GET", "/ui/stream"): "viewer",
 }
 RANK = {"public": 0, "viewer": 1, "operator": 2, "admin": 3}
 # "other" is an admin of tenant globex; weather belongs to acme.
@@ -79,7 +84,7 @@ def _expected(route: tuple[str, str], caller: str) -> int | None:
 
 async def _call(s: Secure, route: tuple[str, str], caller: str, n: int) -> tuple[int, str]:
     method, template = route
-    path = template.replace("{integration_id}", "weather")
+    path = template.replace("{integration_id}", "weather").replace("{name}", "app.js")
     body: dict[str, Any] | None = None
     if "{key_id}" in template:
         victim = await s.new_key(f"victim-{n}", "viewer", "acme")
@@ -92,6 +97,9 @@ async def _call(s: Secure, route: tuple[str, str], caller: str, n: int) -> tuple
     elif route == ("POST", "/api-keys"):
         body = {"name": f"k{n}", "role": "viewer", "tenant": "acme"}
     response = await s.client.request(method, path, json=body, headers=s.as_(caller))
+    if route == ("GET", "/ui/stream") and response.status == 200:
+        response.close()  # an endless event stream: its status is the answer
+        return response.status, ""
     return response.status, await response.text()
 
 

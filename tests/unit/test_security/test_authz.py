@@ -39,6 +39,11 @@ EXPECTED: dict[tuple[str, str], tuple[str | None, str | None]] = {
     ("POST", "/api-keys"): ("admin", "api_key.create"),
     ("DELETE", "/api-keys/{key_id}"): ("admin", "api_key.revoke"),
     ("GET", "/audit"): ("admin", None),
+    ("GET", "/ui"): (None, None),
+    ("GET", "/ui/static/{name}"): (None, None),
+    ("GET", "/ui/fragments/overview"): ("viewer", None),
+    ("GET", "/ui/fragments/integrations/{integration_id}"): ("viewer", None),
+    ("GET", "/ui/stream"): ("viewer", None),
 }
 RANK = {None: 0, "viewer": 1, "operator": 2, "admin": 3}
 CALLERS: tuple[str | None, ...] = (None, "viewer", "operator", "admin")
@@ -87,7 +92,10 @@ def test_public_rules_need_no_role() -> None:
     assert not Rule("viewer").public
     public = {route for route, rule in MATRIX.items() if rule.public}
     assert public == {route for route, (role, _) in EXPECTED.items() if role is None}
-    assert all(path.startswith(("/health", "/openapi", "/metrics")) for _, path in public)
+    # The status page's shell and assets are public: they hold no data (its fragments and
+    # stream are viewer routes).
+    shell = {("GET", "/ui"), ("GET", "/ui/static/{name}")}
+    assert all(path.startswith(("/health", "/openapi", "/metrics")) for _, path in public - shell)
 
 
 @pytest.mark.parametrize("route", sorted(EXPECTED), ids=lambda r: f"{r[0]} {r[1]}")
