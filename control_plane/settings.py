@@ -102,6 +102,11 @@ class Settings:
     # Replicas: a full re-read of the shared store at least this often (seconds), beside the
     # PostgreSQL notifications and Redis events that trigger one at once.
     registry_resync_interval: float = 30.0
+    # ``scope: global`` quotas (docs/rate-limits.md#global): envoyproxy/ratelimit's gRPC
+    # host:port for the Envoys, and the runtime directory its config is rendered into
+    # (its RUNTIME_ROOT/RUNTIME_SUBDIRECTORY/config; unset: this replica renders nothing).
+    ratelimit_address: str | None = None
+    ratelimit_config_dir: Path | None = None
 
     def file_root_paths(self) -> tuple[Path, ...]:
         return tuple(Path(p.strip()) for p in self.file_roots.split(",") if p.strip())
@@ -198,6 +203,8 @@ ENV_NAMES: Mapping[str, str] = {
     "probe_healthy_threshold": "INTEGRATION_SERVICE_PROBE_HEALTHY_THRESHOLD",
     "probe_unhealthy_threshold": "INTEGRATION_SERVICE_PROBE_UNHEALTHY_THRESHOLD",
     "registry_resync_interval": "INTEGRATION_SERVICE_REGISTRY_RESYNC_INTERVAL",
+    "ratelimit_address": "INTEGRATION_SERVICE_RATELIMIT_ADDRESS",
+    "ratelimit_config_dir": "INTEGRATION_SERVICE_RATELIMIT_CONFIG_DIR",
 }
 
 
@@ -233,7 +240,12 @@ def _convert(name: str, raw: Any, origin: str) -> Any:
             if name == "access_log_max_bytes" and value < 0:
                 raise ValueError
             return value
-        if isinstance(default, Path) or name in ("xds_tls_cert", "xds_tls_key", "xds_client_ca"):
+        if isinstance(default, Path) or name in (
+            "xds_tls_cert",
+            "xds_tls_key",
+            "xds_client_ca",
+            "ratelimit_config_dir",
+        ):
             return Path(str(raw))
         if name == "topology":
             if str(raw).strip().lower() not in ("pod", "shared"):
@@ -251,6 +263,11 @@ def _convert(name: str, raw: Any, origin: str) -> Any:
             return ",".join(str(x).strip() for x in raw)
         if name == "log_level":
             return str(raw).upper()
+        if name == "ratelimit_address":
+            host, _, port = str(raw).strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError
+            return str(raw).strip()
         return str(raw)
     except ValueError:
         hint = {
@@ -258,6 +275,7 @@ def _convert(name: str, raw: Any, origin: str) -> Any:
             "log_format": "use json or console",
             "auth": "use enabled or disabled (disabled only for local development)",
             "topology": "use pod (one control plane per Envoy) or shared",
+            "ratelimit_address": "write host:port of envoyproxy/ratelimit's gRPC port",
         }.get(name, f"expected a value like {default!r}")
         raise RegistryError(
             [Problem(f"/{name}", f"invalid value for {name} (from {origin})", hint, file=origin)],

@@ -150,6 +150,7 @@ class ConfigPipeline:
         self.endpoints: dict[str, Sequence[tuple[str, int]]] = {}
         # Vetted resolution: accepted addresses by host name (``set_resolved``).
         self.resolved: dict[str, tuple[str, ...]] = {}
+        self.ratelimit_address: str | None = None  # settings.ratelimit_address (global scope)
         self.state = PipelineState()
         self._view: RegistryView | None = None
         # Per-integration translations of the snapshot being served, and that snapshot.
@@ -165,6 +166,7 @@ class ConfigPipeline:
             access_log_dir=str(self.access_log_dir.resolve()) if self.access_log_dir else None,
             endpoints=dict(self.endpoints),
             resolved=dict(self.resolved),
+            ratelimit_address=self.ratelimit_address,
         )
 
     def cache_path(self, integration_id: str) -> Path:

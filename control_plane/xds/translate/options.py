@@ -43,6 +43,9 @@ class TranslateOptions:
     # resolves (``endpoints.vetted_name``), keyed by that name. Keyed by name, not by id, so
     # an integration whose host changes is never served the old name's addresses.
     resolved: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # ``scope: global`` quotas: envoyproxy/ratelimit's gRPC ``host:port`` (operator settings
+    # only, never the API). None: a global integration is refused, never served as pod.
+    ratelimit_address: str | None = None
 
     def replica_neutral(self) -> TranslateOptions | None:
         """These options with the node-local directories (access logs, cache) replaced by
