@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: run test lint layers typecheck unit system-deps clean bench
+.PHONY: run test lint layers typecheck unit system-deps ratelimit-service clean bench
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +20,11 @@ run: $(STAMP)
 system-deps:
 	@scripts/system-deps
 
+# envoyproxy/ratelimit for the scope-global e2e tests and bench: built once from the Go
+# module proxy (pinned), cached under ~/.cache/integration-service/go.
+ratelimit-service:
+	@scripts/ratelimit-service >/dev/null
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -31,7 +36,7 @@ typecheck: $(STAMP)
 layers: $(STAMP)
 	$(VENV)/bin/lint-imports
 
-test: $(STAMP) system-deps lint layers typecheck
+test: $(STAMP) system-deps ratelimit-service lint layers typecheck
 	$(VENV)/bin/pytest --cov --cov-report=term --cov-report=xml:.coverage.xml $(PYTEST_ARGS)
 
 unit: $(STAMP)
