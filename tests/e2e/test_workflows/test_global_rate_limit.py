@@ -105,8 +105,12 @@ async def stacks(
                     running_stack(tmp_path / f"replica{n}", registry, env=env, ports=ports)
                 )
             )
-        for ident in rules:
-            await wait_until(lambda i=ident: f"integration_{i}:" in service.debug("/rlconfig"))
+
+        def loaded() -> bool:  # the service read what the control planes rendered
+            config = service.debug("/rlconfig")
+            return all(f"integration_{ident}:" in config for ident in rules)
+
+        await wait_until(loaded)
         yield out
 
 
