@@ -45,7 +45,7 @@ unit: $(STAMP)
 clean:
 	rm -rf $(VENV) .integration-service .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.xml
 
-# Benchmarks (not tests): about 8 minutes on 2 cores; writes bench/RESULTS.md, bench/plots/.
+# Benchmarks (not tests): about 13 minutes on 2 cores; writes bench/RESULTS.md, bench/plots/.
 # BENCH_ARGS=--quick for a one-minute smoke run (into bench/quick/). See bench/README.md.
 BENCH_STAMP := $(VENV)/.bench-installed-stamp
 $(BENCH_STAMP): $(STAMP)
@@ -58,3 +58,6 @@ bench: $(BENCH_STAMP)
 	# Vetted resolution (issue 15): its section is appended to the RESULTS.md just written.
 	$(PY) -m bench.vetted $(QUICK) >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
 	$(PY) -m bench.fleet $(QUICK) --json $(if $(QUICK),bench/quick,bench)/fleet.json >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
+	# Global quotas (issue 17): envoyproxy/ratelimit built once by scripts/ratelimit-service.
+	@scripts/ratelimit-service >/dev/null
+	$(PY) -m bench.ratelimit $(QUICK) --json $(if $(QUICK),bench/quick,bench)/ratelimit.json >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
