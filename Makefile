@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: run test lint layers typecheck unit system-deps clean bench
+.PHONY: run test lint layers typecheck unit system-deps ratelimit-service clean bench
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +20,11 @@ run: $(STAMP)
 system-deps:
 	@scripts/system-deps
 
+# envoyproxy/ratelimit for the scope-global e2e tests and bench: built once from the Go
+# module proxy (pinned), cached under ~/.cache/integration-service/go.
+ratelimit-service:
+	@scripts/ratelimit-service >/dev/null
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -31,7 +36,7 @@ typecheck: $(STAMP)
 layers: $(STAMP)
 	$(VENV)/bin/lint-imports
 
-test: $(STAMP) system-deps lint layers typecheck
+test: $(STAMP) system-deps ratelimit-service lint layers typecheck
 	$(VENV)/bin/pytest --cov --cov-report=term --cov-report=xml:.coverage.xml $(PYTEST_ARGS)
 
 unit: $(STAMP)
@@ -40,7 +45,7 @@ unit: $(STAMP)
 clean:
 	rm -rf $(VENV) .integration-service .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.xml
 
-# Benchmarks (not tests): about 8 minutes on 2 cores; writes bench/RESULTS.md, bench/plots/.
+# Benchmarks (not tests): about 13 minutes on 2 cores; writes bench/RESULTS.md, bench/plots/.
 # BENCH_ARGS=--quick for a one-minute smoke run (into bench/quick/). See bench/README.md.
 BENCH_STAMP := $(VENV)/.bench-installed-stamp
 $(BENCH_STAMP): $(STAMP)
@@ -57,3 +62,6 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.tokens $(QUICK) >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
 	# The status page (issue 19): first paint and live-stream CPU at 1,000 integrations.
 	$(PY) -m bench.ui $(QUICK) >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
+	# Global quotas (issue 17): envoyproxy/ratelimit built once by scripts/ratelimit-service.
+	@scripts/ratelimit-service >/dev/null
+	$(PY) -m bench.ratelimit $(QUICK) --json $(if $(QUICK),bench/quick,bench)/ratelimit.json >> $(if $(QUICK),bench/quick,bench)/RESULTS.md

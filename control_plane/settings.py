@@ -121,6 +121,11 @@ class Settings:
     token_request_timeout: float = 10.0
     token_401_threshold: int = 20
     token_401_interval: float = 5.0
+    # ``scope: global`` quotas (docs/rate-limits.md#global): envoyproxy/ratelimit's gRPC
+    # host:port for the Envoys, and the runtime directory its config is rendered into
+    # (its RUNTIME_ROOT/RUNTIME_SUBDIRECTORY/config; unset: this replica renders nothing).
+    ratelimit_address: str | None = None
+    ratelimit_config_dir: Path | None = None
 
     def file_root_paths(self) -> tuple[Path, ...]:
         return tuple(Path(p.strip()) for p in self.file_roots.split(",") if p.strip())
@@ -229,6 +234,8 @@ ENV_NAMES: Mapping[str, str] = {
     "token_request_timeout": "INTEGRATION_SERVICE_TOKEN_REQUEST_TIMEOUT",
     "token_401_threshold": "INTEGRATION_SERVICE_TOKEN_401_THRESHOLD",
     "token_401_interval": "INTEGRATION_SERVICE_TOKEN_401_INTERVAL",
+    "ratelimit_address": "INTEGRATION_SERVICE_RATELIMIT_ADDRESS",
+    "ratelimit_config_dir": "INTEGRATION_SERVICE_RATELIMIT_CONFIG_DIR",
 }
 
 
@@ -266,7 +273,12 @@ def _convert(name: str, raw: Any, origin: str) -> Any:
             if name == "token_401_threshold" and value < 1:
                 raise ValueError
             return value
-        if isinstance(default, Path) or name in ("xds_tls_cert", "xds_tls_key", "xds_client_ca"):
+        if isinstance(default, Path) or name in (
+            "xds_tls_cert",
+            "xds_tls_key",
+            "xds_client_ca",
+            "ratelimit_config_dir",
+        ):
             return Path(str(raw))
         if name == "topology":
             if str(raw).strip().lower() not in ("pod", "shared"):
@@ -284,6 +296,11 @@ def _convert(name: str, raw: Any, origin: str) -> Any:
             return ",".join(str(x).strip() for x in raw)
         if name == "log_level":
             return str(raw).upper()
+        if name == "ratelimit_address":
+            host, _, port = str(raw).strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError
+            return str(raw).strip()
         return str(raw)
     except ValueError:
         hint = {
@@ -291,6 +308,7 @@ def _convert(name: str, raw: Any, origin: str) -> Any:
             "log_format": "use json or console",
             "auth": "use enabled or disabled (disabled only for local development)",
             "topology": "use pod (one control plane per Envoy) or shared",
+            "ratelimit_address": "write host:port of envoyproxy/ratelimit's gRPC port",
         }.get(name, f"expected a value like {default!r}")
         raise RegistryError(
             [Problem(f"/{name}", f"invalid value for {name} (from {origin})", hint, file=origin)],

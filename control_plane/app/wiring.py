@@ -29,6 +29,7 @@ from control_plane.app.dns import install_dns
 from control_plane.app.events import install_events
 from control_plane.app.fleet import create_fleet, install_fleet
 from control_plane.app.membership import install_membership
+from control_plane.app.ratelimit import install_ratelimit
 from control_plane.app.security import install_security
 from control_plane.app.tokens import install_tokens
 from control_plane.keys import (
@@ -202,6 +203,7 @@ def create_app(
         precheck=app[PIPELINE].precheck,
         grants=GrantsFile(settings.grants_file, credential_policy(settings)),
     )
+    install_ratelimit(app)  # scope global: the service's address; its config file
     app[PROBES] = ProbeBook()
     app[PROBER] = Prober(
         app[PROBES],

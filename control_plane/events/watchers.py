@@ -6,6 +6,8 @@
   ``outlier_detection.ejections_active`` gauge and its ``circuit_breakers.default.*_open``
   gauges (Envoy sets those to 1 while a threshold is reached,
   https://www.envoyproxy.io/docs/envoy/latest/configuration/upstream/cluster_manager/cluster_stats#circuit-breakers-statistics);
+* ``integration.rate_limit_unavailable`` / ``_available`` — a global quota's rate-limit
+  service stopped / resumed answering (``events/ratelimit_service.py``);
 * ``integration.config_rejected`` — an Envoy NACK with its ``error_detail`` text;
 * ``integration.health_check`` — a probe result.
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from adapters.probes.result import ProbeResult
+from control_plane.events.ratelimit_service import RateLimitServiceTracker
 from control_plane.model import Integration
 from control_plane.xds.status import NackListener
 
@@ -221,6 +224,7 @@ class EnvoyStatsWatcher:
         self.clock = clock
         self.rates = RateLimitTracker(debounce_s)
         self.breakers = BreakerTracker()
+        self.ratelimit_service = RateLimitServiceTracker()  # scope global
         self._down = False
 
     async def poll_once(self) -> int:
@@ -247,7 +251,9 @@ class EnvoyStatsWatcher:
                 "integration.rate_limit_exceeded", data, tenant=item.tenant, subject=item.id
             )
             emitted += 1
-        for event_type, data in self.breakers.observe(sample, items):
+        changes = self.breakers.observe(sample, items)
+        changes += self.ratelimit_service.observe(sample, items.values())
+        for event_type, data in changes:
             item = items[data["id"]]
             await self.emitter.emit(event_type, data, tenant=item.tenant, subject=item.id)
             emitted += 1

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,9 @@ def load_rate_limits(path: Path) -> dict[str, RateLimit]:
 
 # envoyproxy/ratelimit counts in whole units: requests_per_unit per second/minute/hour/day.
 GLOBAL_UNITS = {1.0: "second", 60.0: "minute", 3600.0: "hour", 86400.0: "day"}
+# A global tenant name becomes a descriptor value sent to the rate-limit service and part of
+# a Redis key there: bounded, and plain (docs/security.md, "Global quotas").
+GLOBAL_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def global_unit_problems(
@@ -95,7 +99,15 @@ def global_unit_problems(
     if limit.scope != "global":
         return []
     buckets = {"": limit.bucket, **{f"per_tenant/{t}": b for t, b in limit.per_tenant.items()}}
-    problems = []
+    problems = [
+        doc.problem(
+            (*path, "rate_limit", "per_tenant", tenant),
+            f"tenant {tenant[:80]!r} cannot name a global quota",
+            "use at most 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+        for tenant in limit.per_tenant
+        if not GLOBAL_TENANT.fullmatch(tenant)
+    ]
     for where, bucket in buckets.items():
         if bucket.per not in GLOBAL_UNITS:
             pointer: tuple[str | int, ...] = (*path, "rate_limit", *where.split("/"), "per")

@@ -126,6 +126,7 @@ class ConfigPipeline:
         self.resolved: dict[str, tuple[str, ...]] = {}
         # Token mode: the valid access token of each integration (``set_token``).
         self.tokens: dict[str, str] = {}
+        self.ratelimit_address: str | None = None  # settings.ratelimit_address (global scope)
         self.state = PipelineState()
         self._view: RegistryView | None = None
         # Per-integration translations of the snapshot being served, and that snapshot.
@@ -142,6 +143,7 @@ class ConfigPipeline:
             endpoints=dict(self.endpoints),
             resolved=dict(self.resolved),
             tokens=dict(self.tokens),
+            ratelimit_address=self.ratelimit_address,
         )
 
     def cache_path(self, integration_id: str) -> Path:

@@ -39,6 +39,7 @@ def _options(case: Case, tmp_path: Path) -> TranslateOptions:
         access_log_dir=str(tmp_path / "logs"),
         generations=case.options.generations,
         endpoints=case.options.endpoints,
+        ratelimit_address=case.options.ratelimit_address,
     )
 
 

@@ -63,3 +63,19 @@ def test_example_service_config_loads() -> None:
     settings = load_settings({}, root / "config" / "integration_service.yaml")
     assert settings.port == 8002
     assert settings.probe_interval == 30.0
+
+
+def test_ratelimit_settings(tmp_path: Path) -> None:
+    none = tmp_path / "none.yaml"
+    defaults = load_settings({}, none)
+    assert (defaults.ratelimit_address, defaults.ratelimit_config_dir) == (None, None)
+    env = {
+        "INTEGRATION_SERVICE_RATELIMIT_ADDRESS": "integration-ratelimit:8081",
+        "INTEGRATION_SERVICE_RATELIMIT_CONFIG_DIR": "/srv/ratelimit/ratelimit/config",
+    }
+    settings = load_settings(env, none)
+    assert settings.ratelimit_address == "integration-ratelimit:8081"
+    assert settings.ratelimit_config_dir == Path("/srv/ratelimit/ratelimit/config")
+    with pytest.raises(RegistryError) as info:
+        load_settings({"INTEGRATION_SERVICE_RATELIMIT_ADDRESS": "no-port"}, none)
+    assert "INTEGRATION_SERVICE_RATELIMIT_ADDRESS" in info.value.render()

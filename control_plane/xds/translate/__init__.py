@@ -19,6 +19,7 @@ from control_plane.xds.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECR
 from control_plane.xds.snapshot import content_version
 from control_plane.xds.translate.clusters import cache_fill_cluster, cluster
 from control_plane.xds.translate.endpoints import load_assignment, vetted_assignment, vetted_name
+from control_plane.xds.translate.global_limit import RATELIMIT_CLUSTER, is_global, ratelimit_cluster
 from control_plane.xds.translate.listeners import cache_fill_listener, listener
 from control_plane.xds.translate.options import (
     Resources,
@@ -96,6 +97,14 @@ def translate(
             if not options.resolved.get(name):
                 book.warnings.append(f"{item.id}: no vetted address for {name}; requests get 503")
             resources[ENDPOINT][item.id] = vetted_assignment(item, name, options)
+        if protocol == "http" and is_global(item):  # global_limit.py
+            if options.ratelimit_address is None:
+                raise ValueError(
+                    f"integration {item.id!r} has a global rate limit but no rate-limit "
+                    "service is configured (set ratelimit_address, "
+                    "INTEGRATION_SERVICE_RATELIMIT_ADDRESS)"
+                )
+            resources[CLUSTER][RATELIMIT_CLUSTER] = ratelimit_cluster(options.ratelimit_address)
         resources[LISTENER][item.id] = listener(item, protocol, options)
         if neutral is not None:
             neutral_versions[item.id] = content_version(listener(item, protocol, neutral))

@@ -57,6 +57,7 @@ from google.protobuf import wrappers_pb2  # type: ignore[import-untyped]
 
 from control_plane.model import Integration, RateBucket
 from control_plane.registry.token_mode import token_grant
+from control_plane.xds.translate.global_limit import is_global, ratelimit_filter
 from control_plane.xds.translate.messages import duration, pack, typed_extension
 from control_plane.xds.translate.options import TranslateOptions
 from control_plane.xds.translate.secrets import SecretBook
@@ -323,7 +324,9 @@ def upstream_filters(item: Integration, book: SecretBook) -> list[Any]:
 
 def http_filters(item: Integration, options: TranslateOptions) -> list[Any]:
     """The listener's HTTP filter chain."""
-    downstream = [f for f in (_local_ratelimit(item), _cache(item, options)) if f is not None]
+    # scope global: the service's quota instead of a local bucket (global_limit.py).
+    limit = ratelimit_filter(item) if is_global(item) else _local_ratelimit(item)
+    downstream = [f for f in (limit, _cache(item, options)) if f is not None]
     return [*downstream, _router()]
 
 

@@ -46,6 +46,9 @@ class TranslateOptions:
     # Token mode: the access token the broker holds for each integration id, while it is
     # valid (absent: none, and the integration's token secret is served empty).
     tokens: Mapping[str, str] = field(default_factory=dict)
+    # ``scope: global`` quotas: envoyproxy/ratelimit's gRPC ``host:port`` (operator settings
+    # only, never the API). None: a global integration is refused, never served as pod.
+    ratelimit_address: str | None = None
 
     def replica_neutral(self) -> TranslateOptions | None:
         """These options with the node-local directories (access logs, cache) replaced by

@@ -13,7 +13,16 @@ import yaml
 
 from tests.integration.test_deployment.paths import ROOT
 
-SERVICES = {"integration-service", "envoy", "postgres", "redis", "consul", "prometheus", "grafana"}
+SERVICES = {
+    "integration-service",
+    "envoy",
+    "postgres",
+    "redis",
+    "ratelimit",
+    "consul",
+    "prometheus",
+    "grafana",
+}
 
 
 @pytest.fixture(scope="module")

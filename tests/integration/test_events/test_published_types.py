@@ -169,3 +169,59 @@ def _breaker(ejected: int) -> dict[str, float]:
         prefix + "circuit_breakers.default.rq_open": 0.0,
         prefix + "circuit_breakers.default.rq_pending_open": 0.0,
     }
+
+
+async def test_global_quota_service_outage_events(
+    redis_url: str, registry: RegistryService
+) -> None:
+    """``integration.rate_limit_unavailable`` / ``_available`` (scope global) reach a Redis
+    subscriber as valid CloudEvents, from Envoy's ratelimit filter counters."""
+    publisher_bus, subscriber = RedisBus(redis_url), RedisBus(redis_url)
+    seen: list[dict[str, object]] = []
+
+    async def observe(message: Message) -> None:
+        seen.append(assert_cloudevent(message.channel, message.body))
+
+    subscriber.subscribe(["integration.rate_limit_*"], observe)
+    relay = OutboxRelay(registry.store, publisher_bus, interval_s=0.2)
+    publisher = EventPublisher(registry.store, publisher_bus, relay)
+    await subscriber.start()
+    await publisher_bus.start()
+    await relay.start()
+    try:
+        await wait_until(lambda: subscriber.connected, message="subscribed")
+        doc = {
+            "id": "quota",
+            "kind": "http",
+            "tenant": "acme",
+            "upstream": "http://127.0.0.1:9",
+            "policies": {"rate_limit": {"requests": 5, "per": "1s", "scope": "global"}},
+        }
+        await registry.create(doc)
+        p = "cluster.quota.ratelimit."
+        samples: list[Mapping[str, float]] = [
+            {p + "ok": 5.0, p + "error": 0.0, p + "failure_mode_allowed": 0.0},
+            {p + "ok": 5.0, p + "error": 3.0, p + "failure_mode_allowed": 3.0},
+            {p + "ok": 9.0, p + "error": 3.0, p + "failure_mode_allowed": 3.0},
+        ]
+
+        async def stats() -> Mapping[str, float]:
+            return samples.pop(0)
+
+        watcher = EnvoyStatsWatcher(stats, lambda: registry.view.items.values(), publisher)
+        for _ in range(3):
+            await watcher.poll_once()
+        await publisher.close()
+        await wait_until(lambda: len(seen) >= 2, deadline_s=10, message="events")
+    finally:
+        await relay.stop()
+        await publisher_bus.stop()
+        await subscriber.stop()
+    assert [e["type"] for e in seen] == [
+        "integration.rate_limit_unavailable",
+        "integration.rate_limit_available",
+    ]
+    down = seen[0]["data"]
+    assert isinstance(down, dict) and down["allowed_unchecked"] == 3
+    assert down["failure_mode"] == "open"
+    assert all(e["tenant"] == "acme" and e["subject"] == "quota" for e in seen)

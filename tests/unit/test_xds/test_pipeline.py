@@ -66,7 +66,11 @@ def _assert_from_scratch(pipeline: ConfigPipeline, view: RegistryView) -> None:
 
 
 def _pipeline(tmp_path: Path, environ: dict[str, str]) -> ConfigPipeline:
-    return ConfigPipeline(SnapshotCache(), data_dir=tmp_path / "data", environ=environ)
+    pipeline = ConfigPipeline(SnapshotCache(), data_dir=tmp_path / "data", environ=environ)
+    # The pool holds scope-global integrations (their shared cluster integration_ratelimit
+    # comes from any of them: incremental must still equal from scratch).
+    pipeline.ratelimit_address = "127.0.0.1:8081"
+    return pipeline
 
 
 async def test_unchanged_integrations_are_not_translated_again(tmp_path: Path) -> None:

@@ -162,6 +162,34 @@ STORAGE_FILE = _parse(
     """
 )
 
+# scope global (docs/rate-limits.md#global): one fail-open integration with tenants and
+# x-ratelimit headers, one fail-closed; the rate-limit service cluster is served once.
+GLOBAL_SCOPE = _parse(
+    """
+    integrations:
+      - id: partner-api
+        kind: http
+        upstream: https://api.partner.example.com
+        listen_port: 11009
+        policies:
+          rate_limit:
+            requests: 60
+            per: 1m
+            scope: global
+            response_headers: true
+            tenant_header: x-org-id
+            per_tenant:
+              acme: {requests: 10, per: 1m}
+              globex: {requests: 2, per: 1s}
+      - id: payments-gw
+        kind: http
+        upstream: https://payments.example.com
+        listen_port: 11010
+        policies:
+          rate_limit: {requests: 1000, per: 1h, scope: global, failure_mode: closed}
+    """
+)
+
 FAKE_PEM = "-----BEGIN FAKE-----\ngolden\n-----END FAKE-----\n"
 
 CASES: tuple[Case, ...] = (
@@ -183,6 +211,12 @@ CASES: tuple[Case, ...] = (
         CONSUL_EDS,
         {},
         TranslateOptions(endpoints={"billing": [("10.1.0.1", 8080), ("10.1.0.2", 8080)]}),
+    ),
+    Case(
+        "global_scope",
+        GLOBAL_SCOPE,
+        {},
+        TranslateOptions(ratelimit_address="ratelimit.integration-service.svc:8081"),
     ),
     Case(
         "storage_file",
