@@ -15,6 +15,7 @@ from aiohttp import web
 from control_plane.discovery.consul import ConsulRuntime
 from control_plane.discovery.dns import VettedResolver
 from control_plane.discovery.membership import FleetMembership
+from control_plane.discovery.quota import GlobalUsage
 from control_plane.events.feed import LiveFeed
 from control_plane.events.runtime import EventsRuntime
 from control_plane.observability.metrics import ServiceMetrics
@@ -38,6 +39,7 @@ __all__ = [
     "DNS_RESOLVER",
     "EVENTS",
     "FLEET",
+    "GLOBAL_USAGE",
     "MEMBERSHIP",
     "METRICS",
     "PIPELINE",
@@ -71,6 +73,7 @@ DNS_RESOLVER = web.AppKey("dns_resolver", VettedResolver)
 METRICS = web.AppKey("metrics", ServiceMetrics)
 CACHE_LEDGER = web.AppKey("cache_ledger", CacheLedger)
 MEMBERSHIP = web.AppKey("membership", FleetMembership)
+GLOBAL_USAGE = web.AppKey("global_usage", GlobalUsage)
 # The shared topology only: workloads and the TLS-gated xDS server.
 FLEET = web.AppKey("fleet", Fleet)
 TOKENS = web.AppKey("tokens", TokenBroker)

@@ -126,6 +126,10 @@ class Settings:
     # (its RUNTIME_ROOT/RUNTIME_SUBDIRECTORY/config; unset: this replica renders nothing).
     ratelimit_address: str | None = None
     ratelimit_config_dir: Path | None = None
+    # The Redis envoyproxy/ratelimit counts in (default: redis_url) and its CACHE_KEY_PREFIX:
+    # where GET /integrations/{id}/rate-limit reads a global quota's usage.
+    ratelimit_redis_url: str | None = None
+    ratelimit_key_prefix: str = ""
 
     def file_root_paths(self) -> tuple[Path, ...]:
         return tuple(Path(p.strip()) for p in self.file_roots.split(",") if p.strip())
@@ -147,7 +151,7 @@ class Settings:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("postgresql_url", "redis_url") and value:
+            if f.name in ("postgresql_url", "redis_url", "ratelimit_redis_url") and value:
                 value = redact_url(value)
             out[f.name] = str(value) if isinstance(value, Path) else value
         return out
@@ -236,6 +240,8 @@ ENV_NAMES: Mapping[str, str] = {
     "token_401_interval": "INTEGRATION_SERVICE_TOKEN_401_INTERVAL",
     "ratelimit_address": "INTEGRATION_SERVICE_RATELIMIT_ADDRESS",
     "ratelimit_config_dir": "INTEGRATION_SERVICE_RATELIMIT_CONFIG_DIR",
+    "ratelimit_redis_url": "INTEGRATION_SERVICE_RATELIMIT_REDIS_URL",
+    "ratelimit_key_prefix": "INTEGRATION_SERVICE_RATELIMIT_KEY_PREFIX",
 }
 
 

@@ -11,10 +11,10 @@ from aiohttp import web
 
 from control_plane.api.lookup import envoy_down, envoy_stats, integration_of
 from control_plane.api.openapi.spec import envoy_read, operation
-from control_plane.keys import RATE_SAMPLES
+from control_plane.keys import FLEET, GLOBAL_USAGE, MEMBERSHIP, PIPELINE, RATE_SAMPLES
 from control_plane.model import Integration
 
-__all__ = ["RATE_WINDOW_S", "rate_limit_view", "routes"]
+__all__ = ["RATE_WINDOW_S", "quota_view", "rate_limit_view", "routes"]
 
 routes = web.RouteTableDef()
 
@@ -106,4 +106,58 @@ async def rate_limit(request: web.Request) -> web.Response:
     stats = await envoy_stats(request)
     if stats is None:
         return envoy_down()
-    return web.json_response(rate_limit_view(item, stats, request.app[RATE_SAMPLES]))
+    body = rate_limit_view(item, stats, request.app[RATE_SAMPLES])
+    body.update(await quota_view(request.app, item))
+    return web.json_response(body)
+
+
+async def quota_view(app: web.Application, item: Integration) -> dict[str, Any]:
+    """Where the quota holds: the scope, this pod's share of a fleet bucket, and the fleet's
+    figures (summed over live members for ``fleet``, exact from Redis for ``global``)."""
+    rl = item.policies.rate_limit
+    if rl is None:
+        return {"scope": None, "share": None, "fleet": None, "global": None}
+    pipeline, shared = app[PIPELINE], app.get(FLEET) is not None
+    share: dict[str, Any]
+    if rl.scope != "fleet":
+        share = {"members": 1, "fraction": 1.0}
+    elif shared:
+        # Each workload's nodes divide the bucket among themselves.
+        share = {
+            "workloads": {
+                name: {"members": n, "fraction": round(1 / n, 6)}
+                for name, n in sorted(pipeline.workload_members.items())
+            }
+        }
+    else:
+        n = pipeline.fleet_members
+        share = {
+            "members": n,
+            "fraction": round(1 / n, 6),
+            "requests_per_s": round(rl.bucket.requests / rl.bucket.per / n, 6),
+        }
+    fleet: dict[str, Any] | None = None
+    if rl.scope == "fleet":
+        membership = app.get(MEMBERSHIP)
+        status = membership.status if membership is not None else None
+        counters = await membership.fleet_counters(item.id) if membership else None
+        fleet = {
+            "membership": None
+            if status is None
+            else {"source": status.source, "connected": status.connected, "error": status.error},
+            "counters": counters,
+            "counters_unavailable": None
+            if counters is not None
+            else "the application pods' Envoys are read by nobody here (see their metrics)"
+            if shared
+            else "no Redis: each pod sees only itself",
+        }
+    usage = app.get(GLOBAL_USAGE)
+    global_: dict[str, Any] | None = None
+    if rl.scope == "global":
+        global_ = (
+            await usage.usage(item)
+            if usage is not None
+            else {"error": "no Redis to read envoyproxy/ratelimit's counters from"}
+        )
+    return {"scope": rl.scope, "share": share, "fleet": fleet, "global": global_}

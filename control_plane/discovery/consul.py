@@ -28,6 +28,9 @@ __all__ = ["ConsulClient", "ConsulDiscovery", "ConsulError", "ServiceRegistratio
 
 log = logging.getLogger(__name__)
 
+# Jitter from a private generator: the global `random` state stays untouched.
+_JITTER = random.Random()  # noqa: S311 - jitter, not crypto
+
 Endpoints = list[tuple[str, int]]
 _NET_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
@@ -247,7 +250,7 @@ class ConsulDiscovery:
                     "Consul health query failed",
                     extra={"id": ident, "service": service, "error": str(exc)},
                 )
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
+                await asyncio.sleep(backoff * _JITTER.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, self.backoff_max_s)
                 continue
             backoff = 0.5

@@ -62,6 +62,7 @@ class FleetMembership:
         member: str,
         local_nodes: Callable[[], Mapping[str, int]],
         on_change: Callable[[int, dict[str, int]], None],
+        counters: Callable[[], Mapping[str, tuple[float, float]]] = dict,
         interval_s: float = 2.0,
         ttl_s: float = 6.0,
     ) -> None:
@@ -69,6 +70,7 @@ class FleetMembership:
         self._fleet, self._member = fleet, member
         self._local_nodes = local_nodes
         self._on_change = on_change
+        self._counters = counters
         self.interval_s, self.ttl_s = interval_s, ttl_s
         self.status = MembershipStatus("redis" if redis_url else "none", connected=False)
         self._client: aioredis.Redis | None = None
@@ -94,6 +96,11 @@ class FleetMembership:
             for name, count in local.items():
                 pipe.hset(self._key(f"workload:{name}"), self._member, f"{expiry}:{count}")
                 pipe.sadd(self._key("workloads"), name)
+            # This pod's Envoy counters of each fleet-scoped integration, for the fleet's
+            # figures (GET /integrations/{id}/rate-limit sums them over live members).
+            for ident, (allowed, limited) in self._counters().items():
+                value = f"{expiry}:{int(allowed)}:{int(limited)}"
+                pipe.hset(self._key(f"counters:{ident}"), self._member, value)
             pipe.smembers(self._key("workloads"))
             replies = await pipe.execute()
             names = sorted(_text(n) for n in replies[-1])
@@ -127,6 +134,26 @@ class FleetMembership:
         if expired:
             await self._client.hdel(key, *expired)
         return total
+
+    async def fleet_counters(self, ident: str) -> dict[str, object] | None:
+        """The fleet's Envoy counters of one integration: allowed and limited summed over
+        the live members' last beats (cumulative since each Envoy started); None without
+        Redis or while it cannot answer."""
+        if self._url is None or self._client is None:
+            return None
+        now_ms = int(time.time() * 1000)
+        try:
+            raw = await self._client.hgetall(self._key(f"counters:{ident}"))
+        except (aioredis.RedisError, OSError):
+            return None
+        members = allowed = limited = 0
+        for value in raw.values():
+            expiry, ok, refused = (int(x) for x in _text(value).split(":"))
+            if expiry >= now_ms:
+                members += 1
+                allowed += ok
+                limited += refused
+        return {"members": members, "allowed": allowed, "limited": limited}
 
     def _publish(self, pods: int, workloads: dict[str, int], error: str | None) -> None:
         changed = (pods, workloads) != (self.status.pods, self.status.workloads)

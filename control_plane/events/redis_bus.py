@@ -33,6 +33,9 @@ __all__ = ["RedisBus"]
 
 log = logging.getLogger(__name__)
 
+# Jitter from a private generator: the global `random` state stays untouched.
+_JITTER = random.Random()  # noqa: S311 - jitter, not crypto
+
 _ERRORS = (RedisError, OSError, TimeoutError)
 
 
@@ -125,7 +128,7 @@ class RedisBus:
                 raise
             except _ERRORS as exc:
                 self._listening = False
-                delay = backoff * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+                delay = backoff * _JITTER.uniform(0.5, 1.0)
                 log.warning(
                     "Redis event subscription lost; reconnecting",
                     extra={

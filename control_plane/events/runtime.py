@@ -48,9 +48,10 @@ def make_bus(settings: Settings) -> EventBus:
     return RedisBus(settings.redis_url) if settings.redis_url else InProcessBus()
 
 
-# Only what the watchers read (rate-limit counters, ejections, breaker gauges).
+# Only what the watchers read (rate-limit counters, ejections, breaker gauges); ``ok`` for
+# the fleet's figures the heartbeat publishes.
 WATCHED_STATS = (
-    r"(\.http_local_rate_limit\.rate_limited"
+    r"(\.http_local_rate_limit\.(rate_limited|ok)"
     r"|\.outlier_detection\.ejections_active"
     r"|\.circuit_breakers\.default\.(cx|rq|rq_pending)_open)$"
 )

@@ -217,6 +217,8 @@ class EnvoyStatsWatcher:
     ) -> None:
         self.claims = claims
         self.debounce_s = debounce_s
+        # The last stats read (the fleet heartbeat publishes this pod's rate-limit counters).
+        self.last_sample: Mapping[str, float] = {}
         self.stats = stats
         self.integrations = integrations
         self.emitter = emitter
@@ -231,6 +233,7 @@ class EnvoyStatsWatcher:
         """One sample; returns the number of events emitted."""
         items = {i.id: i for i in self.integrations() if i.enabled}
         sample = await self.stats()
+        self.last_sample = sample
         emitted = 0
         now = self.clock()
         for data in self.rates.observe(sample, items, now):

@@ -41,6 +41,9 @@ __all__ = ["REFRESHED", "REFRESH_FAILED", "Clock", "TokenBroker", "WallClock"]
 
 log = logging.getLogger(__name__)
 
+# Jitter from a private generator: the global `random` state stays untouched.
+_JITTER = random.Random()  # noqa: S311 - jitter, not crypto
+
 REFRESHED = "integration.token_refreshed"
 REFRESH_FAILED = "integration.token_refresh_failed"
 
@@ -256,7 +259,7 @@ class TokenBroker:
         shared: SharedTokens | None = None,
         on_event: OnEvent | None = None,
         clock: Clock | None = None,
-        random_source: Callable[[], float] = random.random,
+        random_source: Callable[[], float] = _JITTER.random,
         redis_retry_s: float = 5.0,
     ) -> None:
         self.fetch, self.values, self.publish = fetch, values, publish

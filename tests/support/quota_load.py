@@ -77,6 +77,8 @@ async def stacks(
     env = {
         "INTEGRATION_SERVICE_RATELIMIT_ADDRESS": service.address,
         "INTEGRATION_SERVICE_RATELIMIT_CONFIG_DIR": str(service.config_dir),
+        # Where the API reads the service's counters (the same Redis, database 0).
+        "INTEGRATION_SERVICE_RATELIMIT_REDIS_URL": f"redis://{service.redis}/0",
     }
     async with AsyncExitStack() as exit_stack:
         out = []

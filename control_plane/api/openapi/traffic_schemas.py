@@ -47,6 +47,28 @@ def rate_limit_schema() -> Schema:
             "limited_per_s": NUMBER,
             "window_s": NUMBER,
             "last_minute": all_required({"allowed": NUMBER, "limited": NUMBER, "seconds": NUMBER}),
+            "scope": {
+                "oneOf": [{"type": "null"}, {"enum": ["pod", "fleet", "global"]}],
+                "description": "where the quota holds (docs/rate-limits.md); null: no limit",
+            },
+            "share": {
+                "type": ["object", "null"],
+                "description": "this pod's share of the bucket: `members` of the fleet and "
+                "the `fraction` each takes (1 for pod and global); in the shared topology, "
+                "per workload",
+            },
+            "fleet": {
+                "type": ["object", "null"],
+                "description": "scope fleet: the membership's source and health and the "
+                "fleet's Envoy counters summed over live members (`counters`, null with "
+                "`counters_unavailable` saying why)",
+            },
+            "global": {
+                "type": ["object", "null"],
+                "description": "scope global: `limit`, `used` and `remaining` in the current "
+                "`window`, for the integration and `per_tenant`, read from the Redis "
+                "envoyproxy/ratelimit counts in (`error` when it cannot answer)",
+            },
         }
     )
 

@@ -13,14 +13,18 @@ import time
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 
 from control_plane.sidecar.supervisor import EnvoySupervisor
 from tests.e2e.faults.load import SteadyLoad
 from tests.support.envoy import dynamic_listeners, running_envoy
 from tests.support.ports import free_port
+from tests.support.quota_load import hits_upstream, next_window, paced, registry_yaml
 from tests.support.service import ServiceProcess
+from tests.support.stack import running_stack
 from tests.support.upstream import Upstream, running_upstream
 from tests.support.waiting import wait_until
 
@@ -48,6 +52,14 @@ async def _fleet_size(envoy: EnvoySupervisor) -> int:
         clusters = await admin.clusters()
     fleet = clusters.get("integration_fleet")
     return len(fleet.hosts) if fleet is not None else 0
+
+
+async def _rate_limit(service: ServiceProcess) -> Any:
+    async with aiohttp.ClientSession() as session:
+        url = f"{service.base_url}/integrations/quota/rate-limit"
+        async with session.get(url) as response:
+            assert response.status == 200, await response.text()
+            return await response.json()
 
 
 async def _rate(upstream: Upstream, seconds: float) -> float:
@@ -114,6 +126,12 @@ async def test_a_fleet_quota_holds_across_pods_and_follows_membership(
             await stack.enter_async_context(load)
         await asyncio.sleep(2.0)  # past the buckets' initial burst
         three = await _rate(upstream, 4.0)
+        body = await _rate_limit(pods[0][0])
+        assert body["scope"] == "fleet"
+        assert body["share"]["members"] == 3 and body["share"]["fraction"] == round(1 / 3, 6)
+        assert body["fleet"]["membership"] == {"source": "redis", "connected": True, "error": None}
+        counters = body["fleet"]["counters"]
+        assert counters["members"] == 3 and counters["allowed"] > 0 and counters["limited"] > 0
 
         # One pod dies: its control plane and its Envoy.
         (dead, dead_envoy, _), alive = pods[2], pods[:2]
@@ -133,3 +151,54 @@ async def test_a_fleet_quota_holds_across_pods_and_follows_membership(
     # Within +10 % / -20 % of the fleet's quota, with three pods and with two.
     assert QUOTA * 0.8 <= three <= QUOTA * 1.1, f"{three:.1f} req/s with three pods"
     assert QUOTA * 0.8 <= two <= QUOTA * 1.1, f"{two:.1f} req/s with two pods"
+
+
+async def test_each_tenant_is_held_to_its_own_fleet_quota(tmp_path: Path, redis_url: str) -> None:
+    """Two pods; each tenant's bucket is divided among the fleet like the integration's."""
+    quotas = {"acme": 10, "globex": 20}
+    rule = (
+        "{requests: 200, per: 1s, burst: 200, scope: fleet, tenant_header: x-tenant-id, "
+        "per_tenant: {acme: {requests: 10, per: 1s, burst: 10}, "
+        "globex: {requests: 20, per: 1s, burst: 20}}}"
+    )
+    env = {
+        "REDIS_URL": redis_url,
+        "INTEGRATION_SERVICE_FLEET_NAME": f"e2e-tenants-{free_port()}",
+        "INTEGRATION_SERVICE_FLEET_HEARTBEAT_INTERVAL": str(HEARTBEAT_S),
+        "INTEGRATION_SERVICE_FLEET_HEARTBEAT_TTL": str(TTL_S),
+    }
+    async with hits_upstream() as upstream, AsyncExitStack() as stack:
+        pods = []
+        for n in range(2):
+            ports = {"tenanted": free_port()}
+            registry = registry_yaml(upstream, ports, {"tenanted": rule})
+            pods.append(
+                await stack.enter_async_context(
+                    running_stack(tmp_path / f"pod{n}", registry, env=env, ports=ports)
+                )
+            )
+
+        async def fleet_of_two() -> bool:
+            sizes = []
+            for pod in pods:
+                async with pod.envoy.admin() as admin:
+                    fleet = (await admin.clusters()).get("integration_fleet")
+                sizes.append(len(fleet.hosts) if fleet else 0)
+            return sizes == [2, 2]
+
+        await wait_until(fleet_of_two, deadline_s=15, message="fleet of 2")
+        # Per pod, each tenant at twice its share (acme 5/s, globex 10/s of the pod's half).
+        targets = [
+            [(pod.sidecar("tenanted", "/"), "acme")]
+            + [(pod.sidecar("tenanted", "/"), "globex")] * 2
+            for pod in pods
+        ]
+        first = await next_window()
+        await asyncio.gather(
+            *(paced(pod.session, t, 30.0, 5.9) for pod, t in zip(pods, targets, strict=True))
+        )
+    for tenant, quota in quotas.items():
+        counts = upstream.per_window(tenant)
+        steady = [counts.get(first + k, 0) for k in range(2, 5)]  # past the initial bursts
+        rate = sum(steady) / len(steady)
+        assert quota * 0.8 <= rate <= quota * 1.1, (tenant, steady)

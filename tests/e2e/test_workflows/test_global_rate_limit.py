@@ -10,6 +10,7 @@ milliseconds of a window may land in the next one: the upper bound allows that o
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,6 +86,33 @@ async def test_each_listed_tenant_is_held_to_its_own_quota(
             s for i, s in enumerate(statuses) if targets[i % len(targets)][1] in (None, "initech")
         ]
         assert set(unlisted) == {200}, Counter(unlisted)
+
+
+async def test_the_api_reads_the_fleets_usage_of_a_global_quota(
+    ratelimit: RateLimitService, tmp_path: Path
+) -> None:
+    """GET /integrations/{id}/rate-limit reads what envoyproxy/ratelimit counted in Redis:
+    the exact usage across the fleet in the current window, per tenant too."""
+    rule = "{requests: 50, per: 1m, scope: global, per_tenant: {acme: {requests: 3, per: 1m}}}"
+    async with (
+        hits_upstream() as upstream,
+        stacks(tmp_path, ratelimit, upstream, {"minutely": rule}, count=2) as replicas,
+    ):
+        if time.time() % 60 > 50:  # keep the requests and the read in one minute
+            await asyncio.sleep(61 - time.time() % 60)
+        for n in range(5):
+            tenant = "acme" if n % 2 == 0 else None  # 3 of acme, 2 without a tenant
+            status = await status_of(
+                replicas[0].session, replicas[n % 2].sidecar("minutely", "/"), tenant
+            )
+            assert status == 200
+        body = await replicas[1].get_json(replicas[1].api("/integrations/minutely/rate-limit"))
+        usage = body["global"]
+        assert body["scope"] == "global" and body["share"] == {"members": 1, "fraction": 1.0}
+        assert (usage["limit"], usage["used"], usage["remaining"]) == (50, 5, 45), usage
+        assert usage["window"]["unit"] == "minute"
+        acme = usage["per_tenant"]["acme"]
+        assert (acme["limit"], acme["used"], acme["remaining"]) == (3, 3, 0), acme
 
 
 async def _burst(stack: Stack, ident: str, n: int = 8) -> Counter[int]:
