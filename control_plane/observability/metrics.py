@@ -192,6 +192,18 @@ class StateCollector(Collector):
         for (kind, source, enabled), count in sorted(tally.items()):
             sizes.add_metric([kind, source, enabled], float(count))
         yield sizes
+        quota = GaugeMetricFamily(
+            PREFIX + "rate_limit_quota_per_second",
+            "The integration's configured quota in requests per second (for the whole fleet "
+            "with scope fleet or global, per Envoy with scope pod): what the quota burn-down "
+            "panel and the 80 % alert divide by",
+            labels=["integration", "scope"],
+        )
+        for item in sorted(items, key=lambda i: i.id):
+            rl = item.policies.rate_limit
+            if item.enabled and rl is not None:
+                quota.add_metric([item.id, rl.scope], rl.bucket.requests / rl.bucket.per)
+        yield quota
 
     def _probes(self, items: list[Integration]) -> Iterator[Metric]:
         up = GaugeMetricFamily(

@@ -69,6 +69,8 @@ EXPECT: dict[tuple[str, str], tuple[str | None, bool]] = {
     ("Upstream latency p50 / p99", "A"): ("limited", True),
     ("Upstream latency p50 / p99", "B"): ("limited", True),
     ("Rate limited (local 429s)", "A"): ("limited", True),
+    # limited has scope fleet (a fleet of one here); the global half needs envoyproxy/ratelimit.
+    ("Fleet quota used (% of the fleet-wide quota)", "A"): ("limited", True),
     ("Circuit breakers open", "A"): ("guarded", True),
     ("Circuit-breaker overflows", "A"): ("guarded", True),
     ("Circuit-breaker overflows", "B"): ("guarded", False),
@@ -175,7 +177,7 @@ integrations:
     upstream: {ok.url}
     listen_port: {ports["limited"]}
     policies:
-      rate_limit: {{requests: 1, per: 1h, burst: 5}}
+      rate_limit: {{requests: 1, per: 1h, burst: 5, scope: fleet}}
   - id: flaky
     kind: http
     upstream: {flaky.url}
