@@ -79,10 +79,18 @@ async def _latency(
     )
     await upstream.start(wait_ready=True)
     up_port = int(upstream.ready["ports"][0])
-    paths = ("pod", "global")
-    ports = dict(zip(paths, free_ports(2, start=18000, stop=18600), strict=True))
+    paths = ("pod", "fleet", "global")
+    ports = dict(zip(paths, free_ports(3, start=18000, stop=18600), strict=True))
     docs = [document(path, up_port, port) for path, port in ports.items()]
-    docs[1]["policies"]["rate_limit"] = {"requests": 10_000_000, "per": "1s", "scope": "global"}
+    # fleet: the same local bucket, divided by the fleet's size (Envoy-native, nothing in
+    # the request path beside what pod scope has).
+    docs[1]["policies"]["rate_limit"] = {
+        "requests": 10_000_000,
+        "per": "1s",
+        "burst": 10_000_000,
+        "scope": "fleet",
+    }
+    docs[2]["policies"]["rate_limit"] = {"requests": 10_000_000, "per": "1s", "scope": "global"}
     env = {
         "INTEGRATION_SERVICE_RATELIMIT_ADDRESS": service.address,
         "INTEGRATION_SERVICE_RATELIMIT_CONFIG_DIR": str(service.config_dir),
@@ -103,7 +111,7 @@ async def _latency(
             for port in ports.values():
                 await wait_http(f"http://127.0.0.1:{port}/", label="A")
             for round_no in range(rounds):
-                for path in paths if round_no % 2 == 0 else paths[::-1]:
+                for path in paths if round_no % 2 == 0 else paths[::-1]:  # order alternating
                     before = {n: cpu_seconds(p) for n, p in service_pids.items()}
                     load = await run_load(
                         LoadSpec(
@@ -131,12 +139,13 @@ async def _latency(
         keys = ("p50", "p99", "p99.9", "errors", "ratelimit_cores", "redis_cores")
         summary[path] = {k: median(r[k] for r in mine) for k in keys}
     for key in ("p50", "p99"):
-        ratios = []
-        for round_no in range(rounds):
-            row = {r["path"]: r[key] for r in runs if r["round"] == round_no}
-            ratios.append(row["global"] / row["pod"])
-        summary[f"{key}_ratio"] = median(ratios)
-        summary[f"{key}_ratios"] = ratios
+        for scope, label in (("global", ""), ("fleet", "fleet_")):
+            ratios = []
+            for round_no in range(rounds):
+                row = {r["path"]: r[key] for r in runs if r["round"] == round_no}
+                ratios.append(row[scope] / row["pod"])
+            summary[f"{label}{key}_ratio"] = median(ratios)
+            summary[f"{label}{key}_ratios"] = ratios
     summary["envoy"] = {
         k: stats.get(f"cluster.global.ratelimit.{k}", 0)
         for k in ("ok", "over_limit", "error", "failure_mode_allowed")
@@ -154,7 +163,7 @@ def markdown(result: Mapping[str, Any]) -> str:
     unit = "second" if g1["unit_s"] == 1 else "minute"
     rows = [
         [path, *(f"{g2[path][k]:.0f}" for k in ("p50", "p99", "p99.9", "errors"))]
-        for path in ("pod", "global")
+        for path in ("pod", "fleet", "global")
     ]
     cpu = g2["global"]
     return "\n".join(
@@ -178,6 +187,12 @@ def markdown(result: Mapping[str, Any]) -> str:
             f"p99 **{g2['p99_ratio']:.3f}** (per round: p50 "
             f"{', '.join(f'{r:.3f}' for r in g2['p50_ratios'])}; p99 "
             f"{', '.join(f'{r:.3f}' for r in g2['p99_ratios'])}).",
+            "",
+            f"Ratio fleet/pod: p50 **{g2['fleet_p50_ratio']:.3f}**, p99 "
+            f"**{g2['fleet_p99_ratio']:.3f}** (per round: p50 "
+            f"{', '.join(f'{r:.3f}' for r in g2['fleet_p50_ratios'])}; p99 "
+            f"{', '.join(f'{r:.3f}' for r in g2['fleet_p99_ratios'])}): fleet is Envoy's "
+            "local bucket with a divided size, nothing more in the request path.",
             "",
             f"CPU per 1,000 req/s during the global runs: envoyproxy/ratelimit "
             f"**{cpu['ratelimit_cores'] * 100:.1f} %** of a core, redis-server "
