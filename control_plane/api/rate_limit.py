@@ -107,11 +107,13 @@ async def rate_limit(request: web.Request) -> web.Response:
     if stats is None:
         return envoy_down()
     body = rate_limit_view(item, stats, request.app[RATE_SAMPLES])
-    body.update(await quota_view(request.app, item))
+    body.update(await quota_view(request.app, item, stats))
     return web.json_response(body)
 
 
-async def quota_view(app: web.Application, item: Integration) -> dict[str, Any]:
+async def quota_view(
+    app: web.Application, item: Integration, stats: Mapping[str, int | float] | None = None
+) -> dict[str, Any]:
     """Where the quota holds: the scope, this pod's share of a fleet bucket, and the fleet's
     figures (summed over live members for ``fleet``, exact from Redis for ``global``)."""
     rl = item.policies.rate_limit
@@ -160,4 +162,12 @@ async def quota_view(app: web.Application, item: Integration) -> dict[str, Any]:
             if usage is not None
             else {"error": "no Redis to read envoyproxy/ratelimit's counters from"}
         )
+        # This Envoy's answers from the service: ``error`` / ``failure_mode_allowed`` grow
+        # while it cannot answer (fail open lets those requests through).
+        prefix = f"cluster.{item.id}.ratelimit."
+        global_["service"] = {
+            key: (stats or {}).get(prefix + key, 0)
+            for key in ("ok", "over_limit", "error", "failure_mode_allowed")
+        }
+        global_["failure_mode"] = rl.failure_mode
     return {"scope": rl.scope, "share": share, "fleet": fleet, "global": global_}

@@ -144,6 +144,10 @@ async def test_outage_fail_open_and_closed_then_recovery(
         stats = await stack.stats()
         assert stats["cluster.open-one.ratelimit.failure_mode_allowed"] >= 8
         assert stats["cluster.closed-one.ratelimit.error"] >= 8
+        # The API says so too: this Envoy's unanswered checks, and the failure mode.
+        body = await stack.get_json(stack.api("/integrations/open-one/rate-limit"))
+        assert body["global"]["failure_mode"] == "open"
+        assert body["global"]["service"]["failure_mode_allowed"] >= 8
         ratelimit.start()  # same ports: Envoy reconnects, no restart of anything else
 
         seen: list[object] = []
