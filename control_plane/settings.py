@@ -70,6 +70,8 @@ class Settings:
     # Shared topology: the loopback xDS port of the control plane's own probe Envoy.
     probe_xds_port: int = 18001
     node_status_retention: float = 600.0
+    # Shared topology: connections the TLS gate holds at most (more are refused, counted).
+    xds_max_connections: int = 20_000
     # Each integration's access log (<data_dir>/access-logs/<id>.log) is rotated past this
     # many bytes, checked every access_log_check_interval seconds; 0: never rotated.
     access_log_max_bytes: int = 10 * 1024 * 1024
@@ -202,6 +204,7 @@ ENV_NAMES: Mapping[str, str] = {
     "fleet_heartbeat_interval": "INTEGRATION_SERVICE_FLEET_HEARTBEAT_INTERVAL",
     "fleet_heartbeat_ttl": "INTEGRATION_SERVICE_FLEET_HEARTBEAT_TTL",
     "node_status_retention": "INTEGRATION_SERVICE_NODE_STATUS_RETENTION",
+    "xds_max_connections": "INTEGRATION_SERVICE_XDS_MAX_CONNECTIONS",
     "access_log_max_bytes": "INTEGRATION_SERVICE_ACCESS_LOG_MAX_BYTES",
     "access_log_check_interval": "INTEGRATION_SERVICE_ACCESS_LOG_CHECK_INTERVAL",
     "auth0_domain": "AUTH0_DOMAIN",

@@ -40,7 +40,7 @@ def create_fleet(settings: Settings) -> Fleet:
     workloads = WorkloadsFile(settings.workloads_file)
     workloads.load()
     files = TlsFiles(settings.xds_tls_cert, settings.xds_tls_key, settings.xds_client_ca)
-    return Fleet(workloads, files)
+    return Fleet(workloads, files, max_connections=settings.xds_max_connections)
 
 
 async def _fleet_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -25,9 +25,12 @@ log = logging.getLogger(__name__)
 class Fleet:
     """Workloads, and the gate in front of the ADS server (after :meth:`start`)."""
 
-    def __init__(self, workloads_file: WorkloadsFile, files: TlsFiles) -> None:
+    def __init__(
+        self, workloads_file: WorkloadsFile, files: TlsFiles, *, max_connections: int = 20_000
+    ) -> None:
         self.file = workloads_file
         self.files = files
+        self.max_connections = max_connections
         self.gate: TlsGate | None = None
         self.port: int | None = None
         # Workloads derived from a SPIFFE ID (``derive_from_spiffe``) seen on a connection.
@@ -74,7 +77,7 @@ class Fleet:
     async def start(self, cache: SnapshotCache, host: str, port: int) -> int:
         """Start the ADS server on a loopback port and the gate on ``host:port``."""
         self._server, backend = await serve(cache, "127.0.0.1", 0, authenticator=self)
-        self.gate = TlsGate(self.files, self._book, backend)
+        self.gate = TlsGate(self.files, self._book, backend, max_connections=self.max_connections)
         self.port = await self.gate.start(host, port)
         return self.port
 

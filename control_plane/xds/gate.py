@@ -117,11 +117,15 @@ class TlsGate:
         backend_port: int,
         *,
         handshake_timeout: float = 10.0,
+        max_connections: int = 20_000,
     ) -> None:
         self.files = files
         self._book = book
         self._backend_port = backend_port
         self._handshake_timeout = handshake_timeout
+        # Past this many connections (relayed or handshaking) new ones are refused before
+        # their handshake: a flood cannot exhaust the process's file descriptors.
+        self._max_connections = max_connections
         self.refusals: collections.Counter[str] = collections.Counter()
         self._relays: dict[int, tuple[Peer, asyncio.StreamWriter]] = {}
         self._context = files.context()  # an unreadable file stops the start
@@ -198,6 +202,11 @@ class TlsGate:
         return self._context
 
     def _accepted(self, transport: asyncio.Transport) -> None:
+        if len(self._tasks) >= self._max_connections:
+            name = transport.get_extra_info("peername")
+            self.refuse("too_many_connections", str(name), limit=self._max_connections)
+            transport.abort()
+            return
         task = asyncio.ensure_future(self._serve(transport))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -7,6 +7,7 @@ are in tests/e2e/test_fleet.py.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 
 from control_plane.app.wiring import create_app
 from control_plane.keys import FLEET, STORE, STORE_HEALTH, XDS_CACHE
+from control_plane.registry.workloads import Workload, WorkloadBook
+from control_plane.xds.gate import TlsFiles, TlsGate
 from control_plane.xds.resources import CLUSTER, ENDPOINT, LISTENER, SECRET
 from control_plane.xds.translate.endpoints import FLEET_CLUSTER
 from tests.support.app import app_settings
@@ -277,3 +280,34 @@ def _members(response: Any) -> int:
     assignment = endpoint_pb2.ClusterLoadAssignment()
     resource.resource.Unpack(assignment)
     return sum(len(locality.lb_endpoints) for locality in assignment.endpoints)
+
+
+async def test_the_gate_refuses_connections_past_its_limit(tmp_path: Path) -> None:
+    pki = FleetPki(tmp_path / "pki")
+    book = WorkloadBook.of([Workload("billing-api", "billing", (BILLING,))])
+    backend = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    gate = TlsGate(
+        TlsFiles(pki.server_cert, pki.server_key, pki.ca_file),
+        lambda: book,
+        backend.sockets[0].getsockname()[1],
+        max_connections=1,
+    )
+    port = await gate.start("127.0.0.1", 0)
+    cert = pki.client("billing", uri=BILLING)
+    context = ssl.create_default_context(cafile=str(pki.ca_file))
+    context.load_cert_chain(cert.cert, cert.key)
+    try:
+        _, first = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=context, server_hostname="localhost"
+        )
+        with pytest.raises((ConnectionError, ssl.SSLError, OSError)):
+            _, second = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=context, server_hostname="localhost"
+            )
+            await second.drain()
+        assert gate.refusals["too_many_connections"] == 1
+        first.close()
+    finally:
+        await gate.stop()
+        backend.close()
+        await backend.wait_closed()
