@@ -47,6 +47,10 @@ _SERVER_OPTIONS = [
 ]
 
 
+# How long a refused stream's first request is waited for before the refusal is sent.
+_REFUSAL_READ_S = 5.0
+
+
 class _End:
     """Queued by the reader when the client half-closes or the stream fails."""
 
@@ -98,6 +102,10 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
                 reason = "not_through_gate" if peer is None else "unknown_identity"
                 detail = {} if peer is None else {"identity": peer.identity}
                 self._auth.refuse(reason, peer.address if peer else context.peer(), **detail)
+                # Take the client's first request before refusing: a status sent while the
+                # client is still writing reaches it as INTERNAL, not as the reason.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(anext(request_iterator), _REFUSAL_READ_S)
                 await context.abort(
                     grpc.StatusCode.PERMISSION_DENIED,
                     "no workload for this connection's certificate",

@@ -285,7 +285,12 @@ def _members(response: Any) -> int:
 async def test_the_gate_refuses_connections_past_its_limit(tmp_path: Path) -> None:
     pki = FleetPki(tmp_path / "pki")
     book = WorkloadBook.of([Workload("billing-api", "billing", (BILLING,))])
-    backend = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    relayed: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        relayed.append(writer)
+
+    backend = await asyncio.start_server(hold, "127.0.0.1", 0)
     gate = TlsGate(
         TlsFiles(pki.server_cert, pki.server_key, pki.ca_file),
         lambda: book,
@@ -296,6 +301,7 @@ async def test_the_gate_refuses_connections_past_its_limit(tmp_path: Path) -> No
     cert = pki.client("billing", uri=BILLING)
     context = ssl.create_default_context(cafile=str(pki.ca_file))
     context.load_cert_chain(cert.cert, cert.key)
+    first: asyncio.StreamWriter | None = None
     try:
         _, first = await asyncio.open_connection(
             "127.0.0.1", port, ssl=context, server_hostname="localhost"
@@ -304,10 +310,14 @@ async def test_the_gate_refuses_connections_past_its_limit(tmp_path: Path) -> No
             _, second = await asyncio.open_connection(
                 "127.0.0.1", port, ssl=context, server_hostname="localhost"
             )
-            await second.drain()
+            second.transport.abort()
         assert gate.refusals["too_many_connections"] == 1
-        first.close()
     finally:
+        if first is not None:
+            first.transport.abort()
         await gate.stop()
+        for writer in relayed:
+            writer.transport.abort()
         backend.close()
         await backend.wait_closed()
+        await asyncio.sleep(0)
