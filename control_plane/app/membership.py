@@ -74,6 +74,30 @@ def install_membership(app: web.Application) -> None:
             )
         return out
 
+    def availability(up: bool, error: str | None) -> None:
+        """Fleet-scoped integrations keep limiting (Envoy's buckets) at the last sizes
+        while Redis is away: an event per integration says so, and when it is back."""
+        events = app.get(EVENTS)
+        if events is None:
+            return
+        kind = "available" if up else "unavailable"
+        for item in app[REGISTRY].view.enabled():
+            rl = item.policies.rate_limit
+            if rl is None or rl.scope != "fleet":
+                continue
+            data = {
+                "id": item.id,
+                "scope": "fleet",
+                "source": "redis",
+                "error": error,
+                "effect": "fleet sizes follow membership again"
+                if up
+                else "the last fleet sizes stay in force; limiting continues",
+            }
+            events.publisher.emit_soon(
+                f"integration.rate_limit_{kind}", data, tenant=item.tenant, subject=item.id
+            )
+
     app[MEMBERSHIP] = FleetMembership(
         settings.redis_url,
         fleet=settings.fleet_name,
@@ -81,6 +105,7 @@ def install_membership(app: web.Application) -> None:
         local_nodes=local_nodes,
         on_change=app[PIPELINE].set_fleet_members,
         counters=counters,
+        on_availability=availability,
         interval_s=settings.fleet_heartbeat_interval,
         ttl_s=settings.fleet_heartbeat_ttl,
     )

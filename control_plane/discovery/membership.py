@@ -63,6 +63,7 @@ class FleetMembership:
         local_nodes: Callable[[], Mapping[str, int]],
         on_change: Callable[[int, dict[str, int]], None],
         counters: Callable[[], Mapping[str, tuple[float, float]]] = dict,
+        on_availability: Callable[[bool, str | None], None] = lambda up, error: None,
         interval_s: float = 2.0,
         ttl_s: float = 6.0,
     ) -> None:
@@ -71,6 +72,9 @@ class FleetMembership:
         self._local_nodes = local_nodes
         self._on_change = on_change
         self._counters = counters
+        # Called when Redis stops or starts answering (not on every beat).
+        self._on_availability = on_availability
+        self._available: bool | None = None
         self.interval_s, self.ttl_s = interval_s, ttl_s
         self.status = MembershipStatus("redis" if redis_url else "none", connected=False)
         self._client: aioredis.Redis | None = None
@@ -117,8 +121,10 @@ class FleetMembership:
                     extra={"error": str(exc)},
                 )
             self.status.connected, self.status.error = False, str(exc) or type(exc).__name__
+            self._availability(False, self.status.error)
             return
         self._publish(max(1, pods), {n: c for n, c in sizes.items() if c > 0}, None)
+        self._availability(True, None)
 
     async def _live(self, key: str, now_ms: int) -> int:
         """The sum of the unexpired members of one hash; expired ones are removed."""
@@ -155,6 +161,13 @@ class FleetMembership:
                 limited += refused
         return {"members": members, "allowed": allowed, "limited": limited}
 
+    def _availability(self, up: bool, error: str | None) -> None:
+        if up != self._available:
+            first = self._available is None
+            self._available = up
+            if not (first and up):  # a first successful beat is no news
+                self._on_availability(up, error)
+
     def _publish(self, pods: int, workloads: dict[str, int], error: str | None) -> None:
         changed = (pods, workloads) != (self.status.pods, self.status.workloads)
         self.status.pods, self.status.workloads = pods, workloads
@@ -175,7 +188,16 @@ class FleetMembership:
                     log.exception("fleet heartbeat failed")
                 await asyncio.sleep(self.interval_s)
         finally:
-            await self._leave()
+            await self.close()
+
+    async def close(self) -> None:
+        """Leave the fleet (bounded: a Redis that does not answer cannot hold a shutdown)."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._leave(), max(1.0, 5 * self.interval_s))
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
 
     async def _leave(self) -> None:
         """On a clean stop: remove this replica's beats at once, not after ``ttl_s``."""
@@ -188,5 +210,3 @@ class FleetMembership:
             for name in names:
                 pipe.hdel(self._key(f"workload:{name}"), self._member)
             await pipe.execute()
-        with contextlib.suppress(Exception):
-            await self._client.aclose()
