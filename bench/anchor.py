@@ -209,7 +209,12 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         a, b = await write_dumps(INTEGRATIONS, tmp)
         gocp = [args.gocp or _gocp_binary(), "-dump", str(a), "-next", str(b)]
         ours = [sys.executable, "-m", "bench.anchor_server", "--dump", str(a), "--next", str(b)]
-        result: dict[str, Any] = {"n": args.n, "integrations": INTEGRATIONS, "rows": {}}
+        result: dict[str, Any] = {
+            "n": args.n,
+            "integrations": INTEGRATIONS,
+            "changes": args.changes,
+            "rows": {},
+        }
         # Interleaved, so that a noisy stretch of the shared machine hits both servers.
         for rnd in range(args.rounds):
             for tag, argv in (("gocp", gocp), ("ours", ours)):
@@ -244,6 +249,14 @@ def markdown(result: dict[str, Any]) -> str:
         ("rss_per_node_bytes", "RSS per node KiB", 1024 / MIB, "{:.1f}"),
     ]
     lines = [
+        "## go-control-plane anchor (issue 20)",
+        "",
+        f"`python -m bench.anchor` (method in its docstring): N = {result['n']:,} simulated "
+        f"delta clients, {result['integrations']} integrations in the snapshot, each server "
+        "pinned to one core, the clients on the other; medians over "
+        f"{len(rows.get('gocp', []))} interleaved rounds of {result.get('changes', '?')} "
+        "changes. Priority: " + str(result.get("priority", "normal")) + ".",
+        "",
         "| server | " + " | ".join(k[1] for k in keys) + " |",
         "|---" + "|---:" * len(keys) + "|",
     ]
@@ -255,10 +268,21 @@ def markdown(result: dict[str, Any]) -> str:
     if "gocp" in rows and "ours" in rows:
         for key in ("cold_s", "cold_cpu_s", "push_s", "push_cpu_s", "rss_per_node_bytes"):
             ratios[key] = _med(rows["ours"], key) / _med(rows["gocp"], key)
+        targets = {
+            "push_s": TARGET_TIME,
+            "push_cpu_s": TARGET_CPU,
+            "rss_per_node_bytes": TARGET_RSS,
+        }
         lines += [
             "",
             "Ours ÷ go-control-plane (medians over rounds): "
-            + ", ".join(f"{key} {value:.2f}x" for key, value in ratios.items()),
+            + ", ".join(f"{key} {value:.2f}x" for key, value in ratios.items())
+            + ". Targets: "
+            + "; ".join(
+                f"{key} ≤ {limit:g}x **{'met' if ratios[key] <= limit else 'missed'}**"
+                for key, limit in targets.items()
+            )
+            + ".",
         ]
     result["ratios"] = ratios
     return "\n".join(lines) + "\n"
