@@ -62,6 +62,11 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.tokens $(QUICK) >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
 	# The status page (issue 19): first paint and live-stream CPU at 1,000 integrations.
 	$(PY) -m bench.ui $(QUICK) >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
+	# Fleet-scale performance (issue 20): our ADS server beside go-control-plane (bench/gocp,
+	# built once by scripts/gocp-anchor from the Go module proxy), and the per-pod footprint.
+	@scripts/gocp-anchor >/dev/null
+	$(PY) -m bench.anchor $(QUICK) --json $(if $(QUICK),bench/quick,bench)/anchor.json >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
+	$(PY) -m bench.footprint --json $(if $(QUICK),bench/quick,bench)/footprint.json >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
 	# Global quotas (issue 17): envoyproxy/ratelimit built once by scripts/ratelimit-service.
 	@scripts/ratelimit-service >/dev/null
 	$(PY) -m bench.ratelimit $(QUICK) --json $(if $(QUICK),bench/quick,bench)/ratelimit.json >> $(if $(QUICK),bench/quick,bench)/RESULTS.md

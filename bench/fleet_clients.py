@@ -27,7 +27,7 @@ server's consistency check uses.
 Output, JSON lines on stdout (``CLOCK_MONOTONIC`` seconds, comparable across processes):
 first ``READY {...}``, then ``{"e": "cold", "c": i, "t": ..}`` when client ``i`` has ACKed
 every type it needs from cold, then after that one ``{"e": "ack", "c": i, "t": ..,
-"type": "CDS", "v": {name: version}, "rm": [..]}`` per ACKed response (``t`` is when the
+"type": "CDS", "v": {name: version}, "rm": [..], "b": bytes}`` per ACKed response (``t`` is when the
 ACK was written), ``{"e": "error", ..}`` if a stream fails (the client reconnects after
 1 s, at most 3 times, sending ``initial_resource_versions`` like Envoy), and a final
 ``{"e": "bye", "rss": .., "cpu": ..}`` on SIGTERM. Bounded: the process exits after
@@ -145,6 +145,7 @@ class FleetClient:
         self.held = {t: _Held() for t in SHORT}
         self.cold_at: float | None = None
         self.responses = 0
+        self.bytes = 0  # serialized responses received (gRPC framing not counted)
 
     async def run(self) -> None:
         for attempt in range(_RECONNECTS + 1):
@@ -204,6 +205,8 @@ class FleetClient:
         if held is None:
             return
         self.responses += 1
+        size = response.ByteSize()
+        self.bytes += size
         walks = type_url in _DECODERS
         changed: dict[str, str] = {}
         for item in response.resources:
@@ -230,7 +233,8 @@ class FleetClient:
             if clusters_warm and self._warm(LISTENER, needs):
                 self.cold_at = now
                 counts = {SHORT[t]: len(h.versions) for t, h in self.held.items()}
-                self.emit({"e": "cold", "c": self.spec.index, "t": now, "n": counts})
+                event = {"e": "cold", "c": self.spec.index, "t": now, "n": counts, "b": self.bytes}
+                self.emit(event)
             return
         self.emit(
             {
@@ -240,6 +244,7 @@ class FleetClient:
                 "type": SHORT[type_url],
                 "v": changed,
                 "rm": list(response.removed_resources),
+                "b": size,
             }
         )
 
@@ -358,6 +363,7 @@ async def _main(args: argparse.Namespace) -> None:
             "rss": _rss_bytes(),
             "cpu": usage.ru_utime + usage.ru_stime,
             "responses": sum(c.responses for c in clients),
+            "bytes": sum(c.bytes for c in clients),
             "cold": sum(1 for c in clients if c.cold_at is not None),
         }
     )

@@ -39,7 +39,7 @@ class SimulatedFleet:
     def __init__(
         self,
         target: str,
-        pki: FleetPki,
+        pki: FleetPki | None,
         count: int,
         log: Path,
         *,
@@ -48,13 +48,19 @@ class SimulatedFleet:
         limit_s: float = 900.0,
     ) -> None:
         self.count, self.first = count, first
-        self.workloads = len(pki.fleet)
-        args = ["--target", target, "--ca", str(pki.ca_file), "--certs-dir", str(pki.root)]
-        args += ["--count", str(count), "--first", str(first)]
-        args += ["--workloads", str(self.workloads), "--server-name", SERVER_NAME]
+        # pki None: plaintext, to a per-pod server (the workloads are only labels then).
+        self.workloads = len(pki.fleet) if pki is not None else 10
+        args = ["--target", target, "--count", str(count), "--first", str(first)]
+        args += ["--workloads", str(self.workloads)]
+        if pki is None:
+            args += ["--plaintext"]
+        else:
+            args += ["--ca", str(pki.ca_file), "--certs-dir", str(pki.root)]
+            args += ["--server-name", SERVER_NAME]
         args += ["--prefix", prefix, "--limit-s", str(limit_s)]
         self.child = Child("bench.fleet_clients", args, log=log)
         self.cold: dict[int, float] = {}
+        self.cold_bytes: dict[int, int] = {}
         self.held: dict[str, dict[str, int]] = {}  # workload -> type -> resources, when cold
         self.acks: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
@@ -86,6 +92,7 @@ class SimulatedFleet:
                 self.acks.append(event)
             elif kind == "cold":
                 self.cold[event["c"]] = event["t"]
+                self.cold_bytes[event["c"]] = event.get("b", 0)
                 self.held.setdefault(f"w{event['c'] % self.workloads}", event["n"])
             elif kind == "error":
                 self.errors.append(event)

@@ -80,6 +80,16 @@ def measure(n: int, repeats: int) -> dict[str, Any]:
     gc.collect()
     held_rss = _vm_rss() - base_rss
     resources = sum(len(snapshot.get(t)) for t in ADS_ORDER)
+    # A fixed reference in the same process (issue 20): protobuf parsing and serializing
+    # every resource of the snapshot once, so translation cost compares across days.
+    messages = [m for t in ADS_ORDER for m in snapshot.get(t).values()]
+    reference_s: list[float] = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for message in messages:
+            type(message).FromString(message.SerializeToString())
+        reference_s.append(time.perf_counter() - started)
+    del messages
     del snapshot
     cold_s, change_s = _pipeline(items)
     return {
@@ -91,6 +101,7 @@ def measure(n: int, repeats: int) -> dict[str, Any]:
         "pipeline_cold_s": cold_s,
         "change_s": statistics.median(change_s),
         "change_max_s": max(change_s),
+        "reference_s": statistics.median(reference_s),
         "snapshot_bytes": sum(sizes.values()),
         "snapshot_bytes_by_type": sizes,
         "resources": resources,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
@@ -52,6 +52,40 @@ def endpoint_of(item: Integration) -> str:
 
 def integration_body(item: Integration, document: dict[str, Any] | None = None) -> dict[str, Any]:
     return {**(document or to_document(item)), "endpoint": endpoint_of(item)}
+
+
+class Rendered(NamedTuple):
+    """An integration as ``GET`` returns it: the JSON text of its body, and its ETag."""
+
+    item: Integration
+    body: str
+    etag: str
+
+
+# Rendered bodies by the identity of the (frozen) Integration they were made from: a
+# registry view swaps in a new object for a changed integration, so an entry stays right
+# for as long as its object lives (the entry holds it, so its id is not reused). Building
+# and encoding 100 documents (``dataclasses.asdict``, deep copies, ``json.dumps``) was most
+# of a ``GET /integrations`` page's CPU, repeated on every request (issue 20).
+_RENDERED: dict[int, Rendered] = {}
+_RENDERED_MAX = 10_000
+
+
+def rendered(item: Integration) -> Rendered:
+    hit = _RENDERED.get(id(item))
+    if hit is not None and hit.item is item:
+        return hit
+    document = to_document(item)
+    made = Rendered(item, json.dumps(integration_body(item, document)), etag_of(item, document))
+    if len(_RENDERED) >= _RENDERED_MAX:
+        del _RENDERED[next(iter(_RENDERED))]  # the oldest
+    _RENDERED[id(item)] = made
+    return made
+
+
+def _json_text(text: str, *, headers: dict[str, str] | None = None) -> web.Response:
+    """What :func:`_json` answers, for a body already encoded with ``json.dumps``."""
+    return web.Response(text=text, content_type="application/json", headers=headers)
 
 
 def _check_if_match(request: web.Request, item: Integration) -> int:
@@ -114,17 +148,14 @@ async def list_integrations(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 100, 1, MAX_LIMIT)
     offset = int_param(request, "offset", 0, 0, 10**9)
     page = items[offset : offset + limit]
-    body: dict[str, Any] = {
-        "items": [integration_body(i) for i in page],
-        "total": len(items),
-        "limit": limit,
-        "offset": offset,
-    }
+    rest: dict[str, Any] = {"total": len(items), "limit": limit, "offset": offset}
     if offset + limit < len(items):
         query = dict(request.query)
         query.update({"offset": str(offset + limit), "limit": str(limit)})
-        body["next"] = str(request.rel_url.with_query(query))
-    return _json(body)
+        rest["next"] = str(request.rel_url.with_query(query))
+    # Exactly json.dumps({"items": [...], **rest}), from the items' rendered bodies.
+    items_text = ", ".join(rendered(i).body for i in page)
+    return _json_text(f'{{"items": [{items_text}], {json.dumps(rest)[1:]}')
 
 
 @routes.post("/integrations")
@@ -173,12 +204,11 @@ async def create_integration(request: web.Request) -> web.Response:
     params=["IntegrationId", "IfNoneMatch"],
 )
 async def get_integration(request: web.Request) -> web.StreamResponse:
-    item = integration_of(request)
-    document = to_document(item)  # built once: the ETag of a declared one digests it
-    tag = etag_of(item, document)
+    item = rendered(integration_of(request))  # the ETag of a declared one digests it
+    tag = item.etag
     if tag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
         return web.Response(status=304, headers={"ETag": tag})
-    return _json(integration_body(item, document), headers={"ETag": tag})
+    return _json_text(item.body, headers={"ETag": tag})
 
 
 @routes.put("/integrations/{integration_id}")

@@ -24,6 +24,7 @@ class RateLimitServiceTracker:
     def __init__(self) -> None:
         self._last: dict[str, dict[str, float]] = {}
         self._down: set[str] = set()
+        self._primed = False
 
     def observe(
         self, stats: Mapping[str, float], items: Iterable[Integration]
@@ -39,7 +40,12 @@ class RateLimitServiceTracker:
                 continue  # the filter has not counted anything yet
             values = {c: float(v or 0) for c, v in now.items()}
             seen.add(item.id)
-            last = self._last.get(item.id, values)
+            # On the very first sample the counters are history from before we watched; a
+            # counter that appears later belongs to a filter that began at 0 (its first
+            # errors are news: the watcher may first see them in the very sample they grew).
+            last = self._last.get(item.id) or (
+                values if not self._primed else dict.fromkeys(values, 0.0)
+            )
             # Counters only grow; a smaller value means Envoy restarted and began at 0.
             delta = {c: v - last[c] if v >= last[c] else v for c, v in values.items()}
             self._last[item.id] = values
@@ -63,4 +69,5 @@ class RateLimitServiceTracker:
         for gone in set(self._last) - seen:
             self._last.pop(gone, None)
             self._down.discard(gone)
+        self._primed = True
         return out

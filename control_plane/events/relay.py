@@ -189,6 +189,10 @@ class EventPublisher:
             except PublishError:
                 log.error("event lost: neither outbox nor bus", extra={"type": event_type})
             return envelope
+        log.debug(
+            "event recorded",
+            extra={"event_type": event_type, "subject": subject, "event_id": envelope["id"]},
+        )
         self.relay.wake()
         return envelope
 

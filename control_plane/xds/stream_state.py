@@ -33,6 +33,27 @@ def _pack(type_url: str, resource: Any) -> Any:
     return any_pb2.Any(type_url=type_url, value=resource.SerializeToString(deterministic=True))
 
 
+# Delta ``Resource`` entries by the identity of the snapshot message they pack. Snapshot
+# messages are frozen copies, shared by every stream (and by later snapshots that reuse
+# them), so a change pushed to N streams serializes each changed resource once instead of N
+# times; the entry holds the message, so its id is not reused while cached. Building and
+# packing the entry was about a third of the server's CPU per change pushed to 1,000
+# streams (issue 20).
+_RESOURCES: dict[int, tuple[Any, str, str, Any]] = {}
+_RESOURCES_MAX = 50_000
+
+
+def _resource(type_url: str, name: str, version: str, message: Any) -> Any:
+    hit = _RESOURCES.get(id(message))
+    if hit is not None and hit[0] is message and hit[1] == name and hit[2] == version:
+        return hit[3]
+    made = discovery_pb2.Resource(name=name, version=version, resource=_pack(type_url, message))
+    if len(_RESOURCES) >= _RESOURCES_MAX:
+        del _RESOURCES[next(iter(_RESOURCES))]  # the oldest
+    _RESOURCES[id(message)] = (message, name, version, made)
+    return made
+
+
 def _nack_text(request: Any) -> tuple[bool, str, int]:
     # A request that answers a nonce and carries error_detail is a NACK; Envoy puts the
     # rejection reason in error_detail.message and the last *accepted* version in
@@ -298,9 +319,7 @@ class DeltaState(_StreamBase[_DeltaType]):
                     nonce=nonce,
                     removed_resources=removed,
                     resources=[
-                        discovery_pb2.Resource(
-                            name=name, version=ver, resource=_pack(type_url, resources[name])
-                        )
+                        _resource(type_url, name, ver, resources[name])
                         for name, ver in updates.items()
                     ],
                 )

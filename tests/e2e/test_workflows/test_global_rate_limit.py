@@ -148,6 +148,11 @@ async def test_outage_fail_open_and_closed_then_recovery(
         body = await stack.get_json(stack.api("/integrations/open-one/rate-limit"))
         assert body["global"]["failure_mode"] == "open"
         assert body["global"]["service"]["failure_mode_allowed"] >= 8
+        await wait_until(
+            lambda: "integration.rate_limit_unavailable" in stack.service.log(),
+            deadline_s=10,
+            message="the outage event (from Envoy's real counters)",
+        )
         ratelimit.start()  # same ports: Envoy reconnects, no restart of anything else
 
         seen: list[object] = []

@@ -182,3 +182,35 @@ async def test_revoking_through_the_api_beats_a_warm_cache(secure: Secure) -> No
     assert after.status == 401
     assert "revoked" in (await after.json())["detail"]
     assert (await secure.client.get("/integrations", headers=secure.as_("viewer"))).status == 200
+
+
+async def test_concurrent_misses_share_one_store_read(store: SqliteStore, reads: Reads) -> None:
+    """Lookups of one key that miss together wait for one read, not one read each."""
+    clock = Clock()
+    auth = ApiKeyAuthenticator(store, clock=clock)
+    key_id, key = await _key(store)
+    reads.gate = asyncio.Event()
+    lookups = [asyncio.create_task(auth.authenticate(key, now=NOW)) for _ in range(8)]
+    await reads.read.wait()
+    reads.gate.set()
+    principals = await asyncio.gather(*lookups)
+    assert {p.id for p in principals} == {f"api_key:{key_id}"}
+    assert reads.ids == [key_id]
+
+
+async def test_a_lookup_after_a_revocation_does_not_join_an_earlier_read(
+    store: SqliteStore, reads: Reads
+) -> None:
+    auth = ApiKeyAuthenticator(store, clock=Clock())
+    key_id, key = await _key(store)
+    reads.gate = asyncio.Event()
+    before = asyncio.create_task(auth.authenticate(key, now=NOW))
+    await reads.read.wait()  # read the still-valid record, held
+    await store.revoke_api_key(key_id, NOW)
+    auth.invalidate(key_id)
+    after = asyncio.create_task(auth.authenticate(key, now=NOW))
+    reads.gate.set()
+    await before  # started before the revocation: it may still pass
+    with pytest.raises(AuthError, match="revoked"):
+        await after
+    assert reads.ids == [key_id, key_id]
