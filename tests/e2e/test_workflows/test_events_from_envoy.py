@@ -53,7 +53,9 @@ integrations:
     listen_port: {ports[flaky]}
     policies:
       retries: {{max_retries: 0}}
-      outlier_detection: {{consecutive_5xx: 3, interval: 1s, base_ejection_time: 1s}}
+      # Ejected for 3 s: longer than the stats watcher's 2 s poll, so the open state is
+      # always sampled (a 1 s ejection could start and end between two polls).
+      outlier_detection: {{consecutive_5xx: 3, interval: 1s, base_ejection_time: 3s}}
 """
             env = {"REDIS_URL": redis_url, "INTEGRATION_SERVICE_PROBE_ENABLED": "false"}
             async with running_stack(tmp_path, registry, env=env, ports=ports) as stack:
