@@ -66,6 +66,7 @@ from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.config_state import node_config
 from control_plane.xds.pipeline import ConfigPipeline
 from control_plane.xds.server import serve as serve_xds
+from control_plane.xds.server import stop_server as stop_xds
 
 __all__ = ["create_app", "run_service"]
 
@@ -105,7 +106,7 @@ async def _xds_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SIDECAR].xds_port = port
     log.info("xDS server listening", extra={"host": host, "port": port})
     yield
-    await server.stop(grace=1.0)
+    await stop_xds(server)
 
 
 async def _prober_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -15,7 +15,7 @@ import grpc
 from control_plane.registry.workloads import Workload, WorkloadBook, WorkloadsFile
 from control_plane.xds.cache import SnapshotCache
 from control_plane.xds.gate import Peer, TlsFiles, TlsGate
-from control_plane.xds.server import serve
+from control_plane.xds.server import serve, stop_server
 
 __all__ = ["Fleet"]
 
@@ -85,4 +85,4 @@ class Fleet:
         if self.gate is not None:
             await self.gate.stop()
         if self._server is not None:
-            await self._server.stop(grace=1.0)
+            await stop_server(self._server)

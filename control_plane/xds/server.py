@@ -33,7 +33,7 @@ from control_plane.xds.snapshot import Snapshot
 from control_plane.xds.status import StreamType, node_key
 from control_plane.xds.stream_state import DeltaState, SotwState, StreamState
 
-__all__ = ["AdsServicer", "Authenticator", "serve"]
+__all__ = ["AdsServicer", "Authenticator", "serve", "stop_server"]
 
 _log = logging.getLogger(__name__)
 
@@ -214,3 +214,15 @@ async def serve(
     bound = server.add_insecure_port(address)
     await server.start()
     return server, bound
+
+
+async def stop_server(server: grpc.aio.Server, grace_s: float = 1.0, limit_s: float = 5.0) -> None:
+    """Stop an ADS server, giving streams ``grace_s``; never wait past ``limit_s``.
+
+    A shutdown must end: grpc.aio's stop has been seen to wait forever for its poller (in
+    a test process whose earlier event loops used gRPC); past the limit it is abandoned
+    and said so (the process is going away, or the test's loop is)."""
+    try:
+        await asyncio.wait_for(server.stop(grace_s), limit_s)
+    except TimeoutError:
+        _log.warning("xDS server did not stop within %.0f s; abandoned", limit_s)
