@@ -48,26 +48,20 @@ def make_bus(settings: Settings) -> EventBus:
     return RedisBus(settings.redis_url) if settings.redis_url else InProcessBus()
 
 
-# Only what the watchers read (rate-limit counters, ejections, breaker gauges); ``ok`` for
-# the fleet's figures the heartbeat publishes.
-WATCHED_STATS = (
-    r"(\.http_local_rate_limit\.(rate_limited|ok)"
-    r"|^cluster\.[^.]+\.ratelimit\.(ok|over_limit|error|failure_mode_allowed)"
-    r"|\.outlier_detection\.ejections_active"
-    r"|\.circuit_breakers\.default\.(cx|rq|rq_pending)_open)$"
+# What the watchers read: rate-limit counters (``ok`` for the fleet's figures the heartbeat
+# publishes; a global quota's answers from envoyproxy/ratelimit for the outage events),
+# ejections and breaker gauges.
+_WATCHED = (
+    r"\.http_local_rate_limit\.(rate_limited|ok)",
+    r"^cluster\.[^.]+\.ratelimit\.(ok|over_limit|error|failure_mode_allowed)",
+    r"\.outlier_detection\.ejections_active",
+    r"\.circuit_breakers\.default\.(cx|rq|rq_pending)_open",
 )
-
-
-# What the watchers read, plus each cluster's membership_total: Envoy sets it when the
-# cluster initializes, so it tells which clusters exist even when nothing else was written.
-_USED_STATS = (
-    r"(\.http_local_rate_limit\.(rate_limited|ok)"
-    # A global quota's answers from envoyproxy/ratelimit (the service-outage events).
-    r"|^cluster\.[^.]+\.ratelimit\.(ok|over_limit|error|failure_mode_allowed)"
-    r"|\.outlier_detection\.ejections_active"
-    r"|\.circuit_breakers\.default\.(cx|rq|rq_pending)_open"
-    r"|^cluster\.[^.]+\.membership_total)$"
-)
+WATCHED_STATS = "(" + "|".join(_WATCHED) + ")$"
+# Asked for with ``usedonly``: the watched stats plus each cluster's membership_total, which
+# Envoy sets when the cluster initializes, so it tells which clusters exist even when
+# nothing else was written.
+_USED_STATS = "(" + "|".join((*_WATCHED, r"^cluster\.[^.]+\.membership_total")) + ")$"
 _CLUSTER_ZEROS = (
     "outlier_detection.ejections_active",
     "circuit_breakers.default.cx_open",

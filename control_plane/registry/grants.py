@@ -13,7 +13,6 @@ A missing file means no grants: API registrations may then use no credential at 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,6 +22,7 @@ from control_plane.model import Integration
 from control_plane.problems import RegistryError
 from control_plane.registry.credential_policy import CredentialPolicy, Grant, Refusal
 from control_plane.registry.validation import schema_problems
+from control_plane.registry.watched_file import WatchedFile
 from control_plane.registry.yamlmarks import load_marked
 
 __all__ = ["GrantsFile", "grants_schema", "load_grants", "newly_withheld"]
@@ -108,37 +108,21 @@ class GrantsFile:
     def __init__(self, path: Path, base: CredentialPolicy) -> None:
         self.path = path
         self.policy = dataclasses.replace(base, grants_file=str(path))
-        self.error: RegistryError | None = None
-        self._digest: str | None = None
+        self._file = WatchedFile(path, load_grants, "grants", len)
+
+    @property
+    def error(self) -> RegistryError | None:
+        return self._file.error
 
     def load(self) -> None:
-        raw = self.path.read_bytes() if self.path.exists() else b""
-        self.policy = dataclasses.replace(self.policy, grants=load_grants(self.path))
-        self._digest = hashlib.sha256(raw).hexdigest()
+        self.policy = dataclasses.replace(self.policy, grants=self._file.load())
 
     def reload(self) -> bool:
         """True when new grants took effect."""
-        try:
-            raw = self.path.read_bytes() if self.path.exists() else b""
-        except OSError as exc:
-            log.error("cannot read the grants file", extra={"error": exc.strerror})
+        grants = self._file.reload()
+        if grants is None:
             return False
-        digest = hashlib.sha256(raw).hexdigest()
-        if digest == self._digest:
-            return False
-        self._digest = digest
-        try:
-            grants = load_grants(self.path)
-        except RegistryError as exc:
-            self.error = exc
-            log.error(
-                "grants file rejected; the last good grants stay in force",
-                extra={"file": str(self.path), "problems": [p.render() for p in exc.problems]},
-            )
-            return False
-        self.error = None
         self.policy = dataclasses.replace(self.policy, grants=grants)
-        log.info("grants file reloaded", extra={"file": str(self.path), "grants": len(grants)})
         return True
 
 

@@ -25,7 +25,6 @@ the bounded, line-marked YAML of the other files; an invalid file changes nothin
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -36,6 +35,7 @@ from typing import Any
 from control_plane.model import Integration
 from control_plane.problems import RegistryError
 from control_plane.registry.validation import schema_problems
+from control_plane.registry.watched_file import WatchedFile
 from control_plane.registry.yamlmarks import load_marked
 
 __all__ = ["Workload", "WorkloadBook", "WorkloadsFile", "load_workloads", "workloads_schema"]
@@ -146,9 +146,6 @@ class WorkloadBook:
             return None
         return Workload(name, namespace, (uri,), derived=True)
 
-    def for_tenant(self, tenant: str) -> list[Workload]:
-        return [w for w in self.workloads.values() if w.tenant == tenant]
-
 
 def load_workloads(path: Path) -> WorkloadBook:
     """The workloads file as a book; :class:`RegistryError` naming every problem."""
@@ -173,8 +170,9 @@ def load_workloads(path: Path) -> WorkloadBook:
                 )
                 continue
             names.add(raw["name"])
-            for position, identity in enumerate(raw["identities"]):
-                identity = identity.lower() if identity.startswith("dns:") else identity
+            # DNS names are case-insensitive: kept lowercase, as the gate compares them.
+            identities = tuple(i.lower() if i.startswith("dns:") else i for i in raw["identities"])
+            for position, identity in enumerate(identities):
                 if identity in owner:
                     problems.append(
                         doc.problem(
@@ -184,13 +182,7 @@ def load_workloads(path: Path) -> WorkloadBook:
                         )
                     )
                 owner[identity] = raw["name"]
-            workloads.append(
-                Workload(
-                    raw["name"],
-                    raw["tenant"],
-                    tuple(i.lower() if i.startswith("dns:") else i for i in raw["identities"]),
-                )
-            )
+            workloads.append(Workload(raw["name"], raw["tenant"], identities))
     if problems:
         raise RegistryError(problems, f"{path} is invalid")
     return WorkloadBook.of(workloads, (doc.data or {}).get("derive_from_spiffe"))
@@ -203,38 +195,19 @@ class WorkloadsFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.book = WorkloadBook()
-        self.error: RegistryError | None = None
-        self._digest: str | None = None
+        self._file = WatchedFile(path, load_workloads, "workloads", lambda b: len(b.workloads))
+
+    @property
+    def error(self) -> RegistryError | None:
+        return self._file.error
 
     def load(self) -> None:
-        raw = self.path.read_bytes() if self.path.exists() else b""
-        self.book = load_workloads(self.path)
-        self._digest = hashlib.sha256(raw).hexdigest()
+        self.book = self._file.load()
 
     def reload(self) -> bool:
         """True when a new book took effect."""
-        try:
-            raw = self.path.read_bytes() if self.path.exists() else b""
-        except OSError as exc:
-            log.error("cannot read the workloads file", extra={"error": exc.strerror})
+        book = self._file.reload()
+        if book is None:
             return False
-        digest = hashlib.sha256(raw).hexdigest()
-        if digest == self._digest:
-            return False
-        self._digest = digest
-        try:
-            book = load_workloads(self.path)
-        except RegistryError as exc:
-            self.error = exc
-            log.error(
-                "workloads file rejected; the last good workloads stay in force",
-                extra={"file": str(self.path), "problems": [p.render() for p in exc.problems]},
-            )
-            return False
-        self.error = None
         self.book = book
-        log.info(
-            "workloads file reloaded",
-            extra={"file": str(self.path), "workloads": len(book.workloads)},
-        )
         return True

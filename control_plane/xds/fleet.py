@@ -49,9 +49,6 @@ class Fleet:
             declared.setdefault(name, workload)
         return [declared[name] for name in sorted(declared)]
 
-    def _book(self) -> WorkloadBook:
-        return self.file.book
-
     def identify(self, grpc_peer: str) -> tuple[Peer | None, Workload | None]:
         """The :class:`~control_plane.xds.server.Authenticator` the ADS server asks."""
         assert self.gate is not None
@@ -77,7 +74,9 @@ class Fleet:
     async def start(self, cache: SnapshotCache, host: str, port: int) -> int:
         """Start the ADS server on a loopback port and the gate on ``host:port``."""
         self._server, backend = await serve(cache, "127.0.0.1", 0, authenticator=self)
-        self.gate = TlsGate(self.files, self._book, backend, max_connections=self.max_connections)
+        self.gate = TlsGate(
+            self.files, lambda: self.file.book, backend, max_connections=self.max_connections
+        )
         self.port = await self.gate.start(host, port)
         return self.port
 

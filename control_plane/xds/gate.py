@@ -134,10 +134,6 @@ class TlsGate:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    @property
-    def connections(self) -> int:
-        return len(self._relays)
-
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Accepted(self), host, port)

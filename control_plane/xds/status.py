@@ -242,10 +242,6 @@ class XdsStatus:
     def get(self, node_id: str) -> NodeStatus | None:
         return self._nodes.get(node_id)
 
-    def workload_nodes(self, workload: str) -> list[NodeStatus]:
-        """The nodes (connected or not) that proved ``workload``, by key."""
-        return [node for node in self.nodes() if node.workload == workload]
-
     def forget_disconnected(self, older_than_s: float) -> int:
         """Drop nodes disconnected for longer than ``older_than_s`` (a fleet's pods come
         and go; their status must not grow without bound). Returns how many."""

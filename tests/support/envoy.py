@@ -15,16 +15,24 @@ __all__ = ["dynamic_clusters", "dynamic_listeners", "running_envoy"]
 
 @asynccontextmanager
 async def running_envoy(
-    data_dir: Path, *, node_id: str, xds_port: int, delta: bool, node_cluster: str = "e2e"
+    data_dir: Path,
+    *,
+    node_id: str = "e2e-node",
+    xds_port: int = 0,
+    delta: bool = True,
+    node_cluster: str = "e2e",
+    bootstrap: str | None = None,
 ) -> AsyncIterator[EnvoySupervisor]:
-    """Envoy with ``envoy/bootstrap.yaml`` filled in (admin on a kernel-picked port).
+    """Envoy with ``envoy/bootstrap.yaml`` filled in (admin on a kernel-picked port), or
+    with ``bootstrap`` as given (the shared topology's rendered one).
 
     ``delta`` selects ``DELTA_GRPC`` rather than ``GRPC`` ADS. The process is stopped
     (SIGTERM, then SIGKILL) however the block exits.
     """
-    bootstrap = render_bootstrap(
-        node_id, node_cluster, "127.0.0.1", xds_port, admin_port=0, delta=delta
-    )
+    if bootstrap is None:
+        bootstrap = render_bootstrap(
+            node_id, node_cluster, "127.0.0.1", xds_port, admin_port=0, delta=delta
+        )
     supervisor = EnvoySupervisor(
         bootstrap,
         data_dir,

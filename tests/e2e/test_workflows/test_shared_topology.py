@@ -24,7 +24,7 @@ import yaml
 from control_plane.sidecar.bootstrap import shared_bootstrap
 from control_plane.sidecar.supervisor import EnvoySupervisor
 from tests.e2e.faults.load import SteadyLoad
-from tests.support.envoy import _section, dynamic_clusters, dynamic_listeners
+from tests.support.envoy import _section, dynamic_clusters, dynamic_listeners, running_envoy
 from tests.support.fleet import ClientCert, FleetPki, write_workloads
 from tests.support.ports import free_port
 from tests.support.service import ServiceProcess
@@ -85,21 +85,8 @@ async def _envoy(
         tls_context = xds["transport_socket"]["typed_config"]
         del tls_context["common_tls_context"]["tls_certificate_sds_secret_configs"]
         bootstrap = yaml.safe_dump(doc)
-    supervisor = EnvoySupervisor(
-        bootstrap,
-        root / name,
-        log_level="info",
-        drain_time_s=0,
-        parent_shutdown_time_s=1,
-        stop_drain_s=0.1,
-        terminate_timeout=5.0,
-        restart_backoff_s=0.1,
-    )
-    try:
-        await supervisor.start()
-        yield supervisor
-    finally:
-        await supervisor.stop()
+    async with running_envoy(root / name, bootstrap=bootstrap) as envoy:
+        yield envoy
 
 
 async def _dump(envoy: EnvoySupervisor) -> dict[str, Any]:
