@@ -21,6 +21,8 @@ from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
 
+from control_plane.fast_yaml import fast_load
+
 # libyaml is optional in PyYAML (its wheels ship it); without it all is pure Python.
 _FAST = bool(getattr(yaml, "__with_libyaml__", False))
 if _FAST:
@@ -206,4 +208,5 @@ def _compose(loader: Any, limits: YamlLimits) -> tuple[yaml.Node | None, Any]:
 
 def load_bounded(text: str, limits: YamlLimits = DEFAULT_LIMITS) -> Any:
     """Like ``yaml.safe_load``, within ``limits``."""
-    return compose_bounded(text, limits)[1]
+    loaded = fast_load(text, limits)
+    return loaded.data if loaded is not None else compose_bounded(text, limits)[1]

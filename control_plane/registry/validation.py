@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from control_plane.registry.schema_memo import memo_validator
 from control_plane.registry.yamlmarks import MarkedDocument, Path
 
 __all__ = ["schema_problems"]
@@ -165,13 +165,14 @@ def _message(error: ValidationError, path: Path) -> tuple[str, str, bool]:
 
 def schema_problems(doc: MarkedDocument, schema: Mapping[str, Any], base: Path = ()) -> list[Any]:
     """Every schema violation of ``doc.data`` (at ``base``) as a located problem."""
-    validator = Draft202012Validator(schema)
     instance: Any = doc.data
     for part in base:
         instance = instance[part]
+    with memo_validator(schema) as validator:
+        errors = list(validator.iter_errors(instance))
     problems = []
     seen: set[tuple[str, str]] = set()
-    for error in validator.iter_errors(instance):
+    for error in errors:
         for leaf in _leaves(error):
             path: Path = (*base, *leaf.absolute_path)
             message, fix, key = _message(leaf, path)

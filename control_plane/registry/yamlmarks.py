@@ -7,7 +7,8 @@ from typing import Any
 
 import yaml
 
-from control_plane.bounded_yaml import YamlLimitError, compose_bounded
+from control_plane.bounded_yaml import DEFAULT_LIMITS, YamlLimitError, compose_bounded
+from control_plane.fast_yaml import fast_load
 from control_plane.problems import Problem, json_pointer
 
 __all__ = ["MarkedDocument", "load_marked"]
@@ -23,9 +24,20 @@ class MarkedDocument:
     marks: dict[Path, tuple[int, int]] = field(default_factory=dict)
     key_marks: dict[Path, tuple[int, int]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    # The text of a document loaded without marks (``fast_yaml``): they are read from it
+    # the first time a problem needs one.
+    text: str | None = None
+
+    def _read_marks(self) -> None:
+        text, self.text = self.text, None
+        if text is not None:
+            node, _ = compose_bounded(text)
+            if node is not None:
+                _walk(node, (), self)
 
     def locate(self, path: Path, *, key: bool = False) -> tuple[int, int] | None:
         """Mark of ``path`` or of its nearest ancestor present in the document."""
+        self._read_marks()
         if key and path in self.key_marks:
             return self.key_marks[path]
         probe = path
@@ -74,6 +86,9 @@ def _walk(node: yaml.Node, path: Path, doc: MarkedDocument) -> None:
 def load_marked(text: str, file: str) -> MarkedDocument:
     """Parse YAML text (once, within ``bounded_yaml``'s limits); syntax errors and exceeded
     limits become problems instead of exceptions."""
+    loaded = fast_load(text, DEFAULT_LIMITS)
+    if loaded is not None:
+        return MarkedDocument(data=loaded.data, file=file, text=text)
     doc = MarkedDocument(data=None, file=file)
     try:
         node, doc.data = compose_bounded(text)
