@@ -6,6 +6,7 @@ than a protobuf Duration holds, or shorter than the millisecond Envoy is given).
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -37,6 +38,7 @@ _DURATION_FIELDS = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_duration(value: str | float | int) -> float:
     """Seconds from ``250ms``, ``10s``, ``2m``, ``1h`` or a plain number of seconds."""
     if isinstance(value, int | float):

@@ -159,11 +159,23 @@ def _integral(value: Any) -> Any:
 
 
 def integration_from_document(
-    doc: Mapping[str, Any], *, source: Source, rules: RateRules | None = None
+    doc: Mapping[str, Any],
+    *,
+    source: Source,
+    rules: RateRules | None = None,
+    shared: dict[str, Policies] | None = None,
 ) -> Integration:
-    """Build the model from a document that already passed validation."""
+    """Build the model from a document that already passed validation. ``shared``: the
+    policies built so far from the same file, by the text of their block (they are frozen:
+    items with the same block share one)."""
     doc = _integral(doc)
     kind = doc["kind"]
+    raw_policies = doc.get("policies", {})
+    if shared is None:
+        policies = _policies(raw_policies, rules or {})
+    else:
+        key = repr(raw_policies)
+        policies = shared.get(key) or shared.setdefault(key, _policies(raw_policies, rules or {}))
     settings = {**ADAPTERS[kind].default_settings, **doc.get("settings", {})}
     return Integration(
         id=doc["id"],
@@ -175,7 +187,7 @@ def integration_from_document(
         upstream=_upstream(doc["upstream"], kind, settings, source),
         listen_port=doc.get("listen_port"),
         credentials={k: CredentialRef(v) for k, v in doc.get("credentials", {}).items()},
-        policies=_policies(doc.get("policies", {}), rules or {}),
+        policies=policies,
         settings=settings,
         workloads=tuple(sorted(set(doc.get("workloads", ())))),
         version=int(doc.get("version", 0)),
@@ -248,12 +260,21 @@ def _semantic_problems(doc: MarkedDocument, items: list[Any], rules: RateRules) 
     problems: list[Problem] = []
     ids: dict[str, int] = {}
     ports: dict[int, str] = {}
+    clean_policies: set[str] = set()
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             continue
         base = ("integrations", index)
-        problems.extend(duration_problems(doc, item.get("policies"), (*base, "policies")))
-        problems.extend(_ejection_problems(doc, item.get("policies"), (*base, "policies")))
+        # Both checks read the policies block alone: a block already found clean (the same
+        # policies on many items) is not checked again.
+        policies = item.get("policies")
+        seen_as = repr(policies)
+        if seen_as not in clean_policies:
+            found = duration_problems(doc, policies, (*base, "policies"))
+            found.extend(_ejection_problems(doc, policies, (*base, "policies")))
+            if not found:
+                clean_policies.add(seen_as)
+            problems.extend(found)
         problems.extend(_idle_timeout_problems(doc, item, base))
         for path, message, fix in grant_problems(item):
             problems.append(doc.problem((*base, *path), message, fix))
@@ -327,11 +348,12 @@ def parse_integrations_text(
         items = doc.data.get("integrations") if isinstance(doc.data, dict) else None
         if isinstance(items, list):
             problems.extend(_semantic_problems(doc, items, rules))
+    shared: dict[str, Policies] = {}
     items = (
         []
         if problems
         else [
-            integration_from_document(item, source="declared", rules=rules)
+            integration_from_document(item, source="declared", rules=rules, shared=shared)
             for item in doc.data["integrations"]
         ]
     )

@@ -7,7 +7,9 @@ spent proving again that ``kind: http``, ``timeout: 15s`` or the same ``policies
 valid. :func:`memo_validator` returns a validator whose ``properties`` keyword remembers,
 for the length of one validation, the values it found valid against each subschema, and
 does not descend into them again: the errors reported (for an invalid value nothing is
-remembered) and the answer are those of the plain validator.
+remembered) and the answer are those of the plain validator. ``allOf`` branches and ``if``
+conditions that read only some properties of an object (the per-kind branches read
+``kind``, ``settings`` and ``credentials``) are remembered for those properties' values.
 
 The result of a subschema depends on the value only: the registry's schemas use no
 ``$dynamicRef`` and no ``unevaluated*`` keyword (checked here, so a schema that adds one
@@ -30,58 +32,119 @@ from jsonschema.protocols import Validator
 
 __all__ = ["memo_validator"]
 
-# ("properties", id of the subschema, repr of the value) -> the subschema, for values found
-# valid; ("if", id of an ``if`` subschema, repr of the properties it reads) -> (the
-# subschema, its answer).
+# For the length of one validation: (tag, id of a subschema, text) -> the subschema and what
+# is known of it, the subschema kept alive so its id is never reused meanwhile:
+#   ("valid", id, repr of a value) -> (subschema, True): the value is valid against it;
+#   ("if", id, projection) -> (subschema, answer): an ``if`` condition's answer;
+#   ("reads", id, "") -> (subschema, names or None): the properties it reads (below).
 _MEMO: ContextVar[dict[tuple[str, int, str], Any] | None] = ContextVar("schema_memo", default=None)
-# An ``if`` subschema made only of these reads nothing but the properties it names.
-_PROJECTABLE = frozenset(("properties", "required", "type", "description"))
 # Keywords whose result depends on more than the value and its subschema.
 _CONTEXTUAL = ("$dynamicRef", "unevaluatedProperties", "unevaluatedItems", "$recursiveRef")
+# Keywords that read nothing of an object but its type or the properties they name ...
+_ANNOTATIONS = frozenset(("type", "description", "title", "default", "$comment"))
+# ... and those that apply subschemas to the same instance (which must read no more).
+_SAME_INSTANCE = ("if", "then", "else", "not")
+_SAME_INSTANCE_LISTS = ("allOf", "anyOf", "oneOf")
 # Values longer than this are not worth remembering (each is seen once, as a whole item).
 _MAX_KEY = 2048
+
+Memo = dict[tuple[str, int, str], Any]
+
+
+def _names_read(schema: Any) -> frozenset[str] | None:
+    """The properties of an object instance ``schema``'s result can depend on (beyond the
+    instance's type), or ``None`` when it may read more (``additionalProperties``,
+    ``enum`` of the whole object, a ``$ref``...)."""
+    if isinstance(schema, bool):
+        return frozenset()
+    if not isinstance(schema, Mapping):
+        return None
+    names: set[str] = set()
+    for word, sub in schema.items():
+        if word in ("properties", "required"):
+            names.update(sub)
+        elif word in _SAME_INSTANCE or word in _SAME_INSTANCE_LISTS:
+            for part in (sub,) if word in _SAME_INSTANCE else sub:
+                read = _names_read(part)
+                if read is None:
+                    return None
+                names |= read
+        elif word not in _ANNOTATIONS:
+            return None
+    return frozenset(names)
+
+
+def _shape_key(memo: Memo, tag: str, schema: Any, instance: Any) -> tuple[str, int, str] | None:
+    """A key for ``schema``'s result on ``instance``: the properties it reads, or the whole
+    value when it is not an object."""
+    if isinstance(instance, dict):
+        known = memo.get(("reads", id(schema), ""))
+        if known is None or known[0] is not schema:
+            read = _names_read(schema)
+            known = memo[("reads", id(schema), "")] = (
+                schema,
+                None if read is None else tuple(sorted(read)),
+            )
+        if known[1] is None:
+            return None
+        text = "dict:" + repr([(name, instance[name]) for name in known[1] if name in instance])
+    else:
+        text = repr(instance)
+    return (tag, id(schema), text) if len(text) <= _MAX_KEY else None
+
+
+def _descend_once(
+    validator: Any, memo: Memo | None, key: tuple[str, int, str] | None, schema: Any, **where: Any
+) -> Iterator[ValidationError]:
+    """``validator.descend``, skipped when ``key`` was found valid; remembered when it is."""
+    if memo is None or key is None:
+        yield from validator.descend(schema=schema, **where)
+        return
+    known = memo.get(key)
+    if known is not None and known[0] is schema:
+        return
+    errors = list(validator.descend(schema=schema, **where))
+    if errors:
+        yield from errors
+    else:
+        memo[key] = (schema, True)
 
 
 def _properties(
     validator: Any, properties: Mapping[str, Any], instance: Any, schema: Any
 ) -> Iterator[ValidationError]:
+    """``jsonschema``'s own, each distinct value checked once per subschema."""
     if not validator.is_type(instance, "object"):
         return
     memo = _MEMO.get()
     for prop, subschema in properties.items():
-        if prop not in instance:
-            continue
-        value = instance[prop]
-        key = None
-        if memo is not None:
-            text = repr(value)
-            if len(text) <= _MAX_KEY:
-                key = ("properties", id(subschema), text)
-                if memo.get(key) is subschema:
-                    continue
-        errors = list(validator.descend(value, subschema, path=prop, schema_path=prop))
-        if errors:
-            yield from errors
-        elif key is not None and memo is not None:
-            memo[key] = subschema
+        if prop in instance:
+            value = instance[prop]
+            text = repr(value) if memo is not None else ""
+            key = ("valid", id(subschema), text) if len(text) <= _MAX_KEY else None
+            yield from _descend_once(
+                validator, memo, key, subschema, instance=value, path=prop, schema_path=prop
+            )
 
 
-def _condition_key(if_schema: Any, instance: Any) -> tuple[str, int, str] | None:
-    if not isinstance(if_schema, Mapping) or not _PROJECTABLE.issuperset(if_schema):
-        return None
-    if not isinstance(instance, dict):
-        text = repr(instance)
-        return ("if", id(if_schema), text) if len(text) <= _MAX_KEY else None
-    names = sorted({*if_schema.get("properties", {}), *if_schema.get("required", ())})
-    text = repr([(name, instance[name]) for name in names if name in instance])
-    return ("if", id(if_schema), f"dict:{text}") if len(text) <= _MAX_KEY else None
+def _all_of(
+    validator: Any, all_of: list[Any], instance: Any, schema: Any
+) -> Iterator[ValidationError]:
+    """``jsonschema``'s own, a branch checked once for the properties it reads (the
+    per-kind ``if``/``then`` branches read ``kind``, ``settings`` and ``credentials``)."""
+    memo = _MEMO.get()
+    for index, subschema in enumerate(all_of):
+        key = _shape_key(memo, "valid", subschema, instance) if memo is not None else None
+        yield from _descend_once(
+            validator, memo, key, subschema, instance=instance, schema_path=index
+        )
 
 
 def _if(validator: Any, if_schema: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
-    """``jsonschema``'s own ``if``, with the condition's answer remembered for the
-    properties it reads (``kind: http`` against each kind's condition)."""
+    """``jsonschema``'s own, the condition's answer remembered for the properties it
+    reads (``kind: http`` against each kind's condition)."""
     memo = _MEMO.get()
-    key = _condition_key(if_schema, instance) if memo is not None else None
+    key = _shape_key(memo, "if", if_schema, instance) if memo is not None else None
     known = memo.get(key) if memo is not None and key is not None else None
     if known is not None and known[0] is if_schema:
         holds = known[1]
@@ -97,7 +160,7 @@ def _if(validator: Any, if_schema: Any, instance: Any, schema: Any) -> Iterator[
 
 
 _MemoValidator: Any = validators.extend(  # type: ignore[no-untyped-call]
-    Draft202012Validator, {"properties": _properties, "if": _if}
+    Draft202012Validator, {"properties": _properties, "allOf": _all_of, "if": _if}
 )
 
 
