@@ -10,7 +10,8 @@ Two views:
   (every integration translated alone, then merged) and one changed integration after it
   (translated, copied, hashed and walked alone; median of several changes);
 * the real control plane (``integration-service run --no-envoy``) started on an
-  integrations file of N entries: time to its first snapshot and its RSS then.
+  integrations file of N entries: time from the process's start until a delta ADS client
+  (as an Envoy subscribes: wildcard CDS) has received the first snapshot, and its RSS then.
 """
 
 from __future__ import annotations
@@ -140,10 +141,45 @@ def _pipeline(items: list[Any], changes: int = 9) -> tuple[float, list[float]]:
     return asyncio.run(run())
 
 
+async def _first_served(port: int, node_id: str, deadline: float) -> int:
+    """Wait for the control plane's ADS server and receive its first CDS response, as an
+    Envoy would (one delta stream, wildcard CDS): the snapshot is then *served*. Returns
+    the number of clusters in it."""
+    import grpc
+    from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+    from control_plane.xds.resources import CLUSTER
+
+    request = discovery_pb2.DeltaDiscoveryRequest(type_url=CLUSTER)
+    request.node.id = node_id
+
+    async def requests() -> Any:
+        yield request
+        await asyncio.sleep(deadline)  # keep the stream open until the answer is read
+
+    # Envoy takes responses of any size; gRPC's client default is 4 MiB (10,000 clusters
+    # are about 8 MB). Reconnect every 50 ms while the server is not yet listening (gRPC's
+    # default backoff grows to seconds, which would be measured as the server's).
+    options = [
+        ("grpc.max_receive_message_length", -1),
+        ("grpc.initial_reconnect_backoff_ms", 50),
+        ("grpc.min_reconnect_backoff_ms", 50),
+        ("grpc.max_reconnect_backoff_ms", 50),
+    ]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        call = stub.DeltaAggregatedResources(requests(), wait_for_ready=True, timeout=deadline)
+        async for response in call:
+            call.cancel()
+            return len(response.resources)
+    raise RuntimeError("the ADS stream ended without a response")
+
+
 async def service_footprint(
     n: int, workdir: Path, cpu: int | None, deadline_s: float = 180.0
 ) -> dict[str, Any]:
-    """Start the real control plane on N declared integrations; time and RSS at first push."""
+    """Start the real control plane on N declared integrations; time until a delta xDS
+    client has received its first snapshot (CDS), and RSS then."""
     docs = [document(f"int-{i:05d}", 8080, 20000 + i) for i in range(n)]
     service = ServiceProcess(
         workdir, integrations_yaml(docs), env={"LOG_LEVEL": "INFO", "LOG_FORMAT": "json"}
@@ -153,19 +189,21 @@ async def service_footprint(
     assert service.process is not None
     pin(service.process.pid, cpu)
     try:
-        while time.monotonic() - started < deadline_s:
+        served = asyncio.ensure_future(_first_served(service.xds_port, "e2e-node", deadline_s))
+        while not served.done():
             if service.process.poll() is not None:
+                served.cancel()
                 raise RuntimeError(f"control plane exited:\n{service.log()[-3000:]}")
-            if "configuration snapshot ready" in service.log():
-                elapsed = time.monotonic() - started
-                await asyncio.sleep(0.5)  # let the start-up garbage settle
-                return {
-                    "n": n,
-                    "first_snapshot_s": elapsed,
-                    "rss_bytes": rss_bytes(service.process.pid),
-                }
-            await asyncio.sleep(0.05)
-        raise TimeoutError(f"no snapshot after {deadline_s}s with {n} integrations")
+            if time.monotonic() - started > deadline_s:
+                served.cancel()
+                raise TimeoutError(f"no snapshot after {deadline_s}s with {n} integrations")
+            await asyncio.wait([served], timeout=0.05)
+        elapsed = time.monotonic() - started
+        clusters = served.result()
+        if clusters < n:
+            raise RuntimeError(f"first snapshot served {clusters} clusters, expected {n}")
+        await asyncio.sleep(0.5)  # let the start-up garbage settle
+        return {"n": n, "first_snapshot_s": elapsed, "rss_bytes": rss_bytes(service.process.pid)}
     finally:
         await asyncio.to_thread(service.stop)
 
