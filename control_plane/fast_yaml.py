@@ -111,12 +111,15 @@ def _build(get: Any, limits: YamlLimits) -> Any:
     if not isinstance(event, DocumentStartEvent) or event.tags:
         raise _Unsupported("directives")
     plain = _Plain()
+    cache, resolve = plain.cache, plain.value
     max_depth, max_nodes = limits.max_depth, limits.max_nodes
-    # One entry per open collection: the container, and for a mapping its pending key
-    # (``_NO_KEY`` between entries) and the texts of its keys so far.
-    containers: list[Any] = []
-    pending: list[Any] = []
-    seen: list[set[str] | None] = []
+    # The open collection (``None`` at the top): a mapping's pending key (``_NO_KEY``
+    # between entries) and the texts of its keys so far; the enclosing ones on ``stack``.
+    container: Any = None
+    is_map = False
+    key: Any = _NO_KEY
+    keys: set[str] = set()
+    stack: list[tuple[Any, bool, Any, set[str]]] = []
     nodes = 0
     result: Any = None
     while True:
@@ -126,49 +129,58 @@ def _build(get: Any, limits: YamlLimits) -> Any:
             if event.anchor is not None or event.tag is not None:
                 raise _Unsupported("anchor or tag")
             nodes += 1
-            if len(containers) >= max_depth or nodes > max_nodes:
+            if len(stack) >= max_depth or nodes > max_nodes:
                 raise _Unsupported("limits")
-            value = plain.value(event.value) if event.implicit[0] else event.value
+            text = event.value
+            if event.implicit[0]:
+                value = cache.get(text, _NO_KEY)
+                if value is _NO_KEY:
+                    value = resolve(text)
+            else:
+                value = text
+            if is_map:
+                if key is _NO_KEY:
+                    # compared by text, as the full loader's duplicate-key check does
+                    if text in keys:
+                        raise _Unsupported("duplicate key")
+                    keys.add(text)
+                    key = value
+                else:
+                    container[key] = value
+                    key = _NO_KEY
+            elif container is not None:
+                container.append(value)
+            else:
+                result = value
         elif kind is MappingStartEvent or kind is SequenceStartEvent:
             if event.anchor is not None or event.tag is not None:
                 raise _Unsupported("anchor or tag")
             nodes += 1
-            if len(containers) >= max_depth or nodes > max_nodes:
+            if len(stack) >= max_depth or nodes > max_nodes:
                 raise _Unsupported("limits")
-            if containers and seen[-1] is not None and pending[-1] is _NO_KEY:
+            if is_map and key is _NO_KEY:
                 raise _Unsupported("a collection as a key")
-            mapping = kind is MappingStartEvent
-            containers.append({} if mapping else [])
-            pending.append(_NO_KEY)
-            seen.append(set() if mapping else None)
-            continue
+            stack.append((container, is_map, key, keys))
+            is_map = kind is MappingStartEvent
+            container = {} if is_map else []
+            key = _NO_KEY
+            keys = set()
         elif kind is MappingEndEvent or kind is SequenceEndEvent:
-            value = containers.pop()
-            pending.pop()
-            seen.pop()
+            value = container
+            container, is_map, key, keys = stack.pop()
+            if is_map:  # a collection is never a key (refused above): this is a value
+                container[key] = value
+                key = _NO_KEY
+            elif container is not None:
+                container.append(value)
+            else:
+                result = value
         elif kind is DocumentEndEvent:
             if not isinstance(get(), StreamEndEvent):
                 raise _Unsupported("more than one document")
             return result
         else:  # an alias, or anything unforeseen
             raise _Unsupported(kind.__name__)
-        if not containers:
-            result = value
-            continue
-        keys = seen[-1]
-        if keys is None:
-            containers[-1].append(value)
-        elif pending[-1] is _NO_KEY:
-            # a key: scalars only (collections were refused above); compared by text as
-            # the full loader's duplicate-key check does
-            raw = event.value
-            if raw in keys:
-                raise _Unsupported("duplicate key")
-            keys.add(raw)
-            pending[-1] = value
-        else:
-            containers[-1][pending[-1]] = value
-            pending[-1] = _NO_KEY
 
 
 _NO_KEY: Any = object()
