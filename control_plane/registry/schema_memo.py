@@ -74,9 +74,12 @@ def _names_read(schema: Any) -> frozenset[str] | None:
     return frozenset(names)
 
 
-def _shape_key(memo: Memo, tag: str, schema: Any, instance: Any) -> tuple[str, int, str] | None:
+def _shape_key(
+    memo: Memo, tag: str, schema: Any, instance: Any, texts: dict[Any, str] | None = None
+) -> tuple[str, int, str] | None:
     """A key for ``schema``'s result on ``instance``: the properties it reads, or the whole
-    value when it is not an object."""
+    value when it is not an object. ``texts``: projections of this instance already made,
+    by the names read (the branches of one ``allOf`` mostly read the same ones)."""
     if isinstance(instance, dict):
         known = memo.get(("reads", id(schema), ""))
         if known is None or known[0] is not schema:
@@ -87,7 +90,12 @@ def _shape_key(memo: Memo, tag: str, schema: Any, instance: Any) -> tuple[str, i
             )
         if known[1] is None:
             return None
-        text = "dict:" + repr([(name, instance[name]) for name in known[1] if name in instance])
+        made = texts.get(known[1]) if texts is not None else None
+        if made is None:
+            made = "dict:" + repr([(name, instance[name]) for name in known[1] if name in instance])
+            if texts is not None:
+                texts[known[1]] = made
+        text = made
     else:
         text = repr(instance)
     return (tag, id(schema), text) if len(text) <= _MAX_KEY else None
@@ -133,8 +141,9 @@ def _all_of(
     """``jsonschema``'s own, a branch checked once for the properties it reads (the
     per-kind ``if``/``then`` branches read ``kind``, ``settings`` and ``credentials``)."""
     memo = _MEMO.get()
+    texts: dict[Any, str] = {}
     for index, subschema in enumerate(all_of):
-        key = _shape_key(memo, "valid", subschema, instance) if memo is not None else None
+        key = _shape_key(memo, "valid", subschema, instance, texts) if memo is not None else None
         yield from _descend_once(
             validator, memo, key, subschema, instance=instance, schema_path=index
         )
