@@ -30,6 +30,7 @@ https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_filters/cach
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
@@ -89,7 +90,9 @@ def _token_bucket(bucket: RateBucket) -> Any:
     )
 
 
+@functools.cache
 def _always() -> Any:
+    # Shared (built once): only ever copied into the filter config.
     return base_pb2.RuntimeFractionalPercent(
         default_value=percent_pb2.FractionalPercent(
             numerator=100, denominator=percent_pb2.FractionalPercent.HUNDRED
@@ -281,22 +284,30 @@ def _aws_request_signing(item: Integration, book: SecretBook) -> Any | None:
     return _filter("envoy.filters.http.aws_request_signing", config)
 
 
+@functools.cache
 def _router() -> Any:
+    # Shared (built once): the chains it is put into copy it.
     # No x-envoy-* headers towards third parties (and none inside a SigV4 signature).
     return _filter("envoy.filters.http.router", router_pb2.Router(suppress_envoy_headers=True))
 
 
 def _upstream_headers(item: Integration) -> Any:
+    return _header_hygiene(token_grant(item) is not None)
+
+
+@functools.cache
+def _header_hygiene(token_mode: bool) -> Any:
     """Header hygiene the router's ``suppress_envoy_headers`` gives, again on the cluster:
     on a cache miss ``cache_v2``'s async client adds ``x-envoy-internal`` and
     ``x-forwarded-for``, and the fill listener's router forwards them. In token mode the
     app's own ``Authorization`` goes too: the injector leaves it in place while the token
-    secret is empty, and the only bearer token that reaches the vendor is a minted one."""
+    secret is empty, and the only bearer token that reaches the vendor is a minted one.
+    Shared (built once per mode)."""
     mutations = [
         mutation_rules_pb2.HeaderMutation(remove="x-envoy-internal"),
         mutation_rules_pb2.HeaderMutation(remove="x-forwarded-for"),
     ]
-    if token_grant(item) is not None:
+    if token_mode:
         mutations.append(mutation_rules_pb2.HeaderMutation(remove="authorization"))
     return _filter(
         "envoy.filters.http.header_mutation",
@@ -317,9 +328,13 @@ def upstream_filters(item: Integration, book: SecretBook) -> list[Any]:
         )
         if f is not None
     ]
-    # An upstream filter chain must end with the codec filter.
-    codec = _filter("envoy.filters.http.upstream_codec", upstream_codec_pb2.UpstreamCodec())
-    return [*filters, codec]
+    return [*filters, _upstream_codec()]
+
+
+@functools.cache
+def _upstream_codec() -> Any:
+    # An upstream filter chain must end with the codec filter. Shared (built once).
+    return _filter("envoy.filters.http.upstream_codec", upstream_codec_pb2.UpstreamCodec())
 
 
 def http_filters(item: Integration, options: TranslateOptions) -> list[Any]:
