@@ -26,6 +26,7 @@ __all__ = [
     "message_type_url",
     "references",
     "resource_name",
+    "resource_references",
 ]
 
 _PREFIX: Final = "type.googleapis.com/"
@@ -80,14 +81,21 @@ def _load_extensions() -> None:
     _loaded = True
 
 
+_type_urls: dict[type, str] = {}
+
+
 def message_type_url(message: Message) -> str:
     """The type URL a message is packed under in an ``Any``."""
-    return _PREFIX + str(message.DESCRIPTOR.full_name)
+    cls = type(message)
+    type_url = _type_urls.get(cls)
+    if type_url is None:
+        type_url = _type_urls[cls] = _PREFIX + str(message.DESCRIPTOR.full_name)
+    return type_url
 
 
 def resource_name(message: Message) -> str:
     """The xDS name of a resource: ``cluster_name`` for endpoints, ``name`` otherwise."""
-    if message.DESCRIPTOR.full_name == ENDPOINT.removeprefix(_PREFIX):
+    if message_type_url(message) == ENDPOINT:
         return str(message.cluster_name)
     return str(message.name)
 
@@ -270,3 +278,22 @@ def references(resources: dict[str, dict[str, Message]]) -> References:
     for resource in resources.get(LISTENER, {}).values():
         _collect(resource, secrets, routes)
     return References(frozenset(endpoints), frozenset(routes), frozenset(secrets))
+
+
+def resource_references(type_url: str, resource: Message) -> References:
+    """``references({type_url: {name: resource}})`` of one resource, without the maps."""
+    if type_url == CLUSTER:
+        _load_extensions()
+        secrets: set[str] = set()
+        _collect(resource, secrets, None)
+        return References(frozenset(eds_names(resource)), _NO_NAMES, frozenset(secrets))
+    if type_url == LISTENER:
+        _load_extensions()
+        secrets = set()
+        routes: set[str] = set()
+        _collect(resource, secrets, routes)
+        return References(_NO_NAMES, frozenset(routes), frozenset(secrets))
+    return References()
+
+
+_NO_NAMES: Final[frozenset[str]] = frozenset()

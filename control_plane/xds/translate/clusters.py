@@ -21,7 +21,6 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import string_pb2
-from google.protobuf import wrappers_pb2  # type: ignore[import-untyped]
 
 from control_plane.model import Integration
 from control_plane.xds.translate.endpoints import load_assignment, vetted_name
@@ -47,10 +46,6 @@ def _http1() -> Any:
     return http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
         http_protocol_options=protocol_pb2.Http1ProtocolOptions()
     )
-
-
-def _u32(value: int) -> Any:
-    return wrappers_pb2.UInt32Value(value=value)
 
 
 def _circuit_breakers(item: Integration, breakers: Any) -> None:

@@ -53,7 +53,7 @@ from envoy.extensions.http.cache_v2.file_system_http_cache.v3 import (
     file_system_http_cache_pb2,
 )
 from envoy.extensions.http.injected_credentials.generic.v3 import generic_pb2
-from envoy.type.v3 import percent_pb2, token_bucket_pb2
+from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2  # type: ignore[import-untyped]
 
 from control_plane.model import Integration, RateBucket
@@ -81,13 +81,11 @@ def _filter(name: str, message: Any) -> Any:
     return hcm_pb2.HttpFilter(name=name, typed_config=pack(message))
 
 
-def _token_bucket(bucket: RateBucket) -> Any:
+def _token_bucket(bucket: RateBucket, into: Any) -> None:
     # `requests` tokens every `per` seconds, holding at most `burst`.
-    return token_bucket_pb2.TokenBucket(
-        max_tokens=bucket.burst,
-        tokens_per_fill=wrappers_pb2.UInt32Value(value=bucket.requests),
-        fill_interval=duration(bucket.per),
-    )
+    into.max_tokens = bucket.burst
+    into.tokens_per_fill.value = bucket.requests
+    into.fill_interval.CopyFrom(duration(bucket.per))
 
 
 @functools.cache
@@ -107,22 +105,17 @@ def _local_ratelimit(item: Integration) -> Any | None:
     config = local_rate_limit_pb2.LocalRateLimit(
         # Stat: <id>.http_local_rate_limit.rate_limited
         stat_prefix=item.id,
-        token_bucket=_token_bucket(rl.bucket),
         filter_enabled=_always(),
         filter_enforced=_always(),
-        # Per-tenant buckets: the rate_limits action below turns the tenant header into a
-        # ("tenant", value) descriptor; a listed tenant also drains the integration-wide
-        # bucket (Envoy's default), which models the upstream's account-wide quota.
-        descriptors=[
-            ratelimit_pb2.LocalRateLimitDescriptor(
-                entries=[
-                    ratelimit_pb2.RateLimitDescriptor.Entry(key=TENANT_DESCRIPTOR_KEY, value=t)
-                ],
-                token_bucket=_token_bucket(bucket),
-            )
-            for t, bucket in sorted(rl.per_tenant.items())
-        ],
     )
+    _token_bucket(rl.bucket, config.token_bucket)
+    # Per-tenant buckets: the rate_limits action below turns the tenant header into a
+    # ("tenant", value) descriptor; a listed tenant also drains the integration-wide
+    # bucket (Envoy's default), which models the upstream's account-wide quota.
+    for tenant, bucket in sorted(rl.per_tenant.items()):
+        descriptor = config.descriptors.add()
+        descriptor.entries.add(key=TENANT_DESCRIPTOR_KEY, value=tenant)
+        _token_bucket(bucket, descriptor.token_bucket)
     if rl.scope == "fleet":
         # Each Envoy takes 1/N of every bucket, N the live members of the bootstrap's local
         # cluster (the fleet membership the control plane serves over EDS).

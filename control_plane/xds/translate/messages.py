@@ -15,9 +15,9 @@ from envoy.config.core.v3 import config_source_pb2, extension_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2  # type: ignore[import-untyped]
 from google.protobuf.message import Message  # type: ignore[import-untyped]
 
-__all__ = ["ads", "duration", "is_ip", "pack", "struct", "typed_extension"]
+from control_plane.xds.resources import message_type_url
 
-_TYPE_URLS: dict[type, str] = {}
+__all__ = ["ads", "duration", "is_ip", "pack", "struct", "typed_extension"]
 
 
 @functools.lru_cache(maxsize=256)
@@ -32,11 +32,9 @@ def pack(message: Message) -> Any:
     """``Any``-pack deterministically: map fields (e.g. ``Struct``) serialise in key order,
     so the same input yields byte-identical resources and a stable content-hash version.
     The same as ``Any.Pack(message, deterministic=True)``, without its per-call lookups."""
-    cls = type(message)
-    type_url = _TYPE_URLS.get(cls)
-    if type_url is None:
-        type_url = _TYPE_URLS[cls] = "type.googleapis.com/" + cls.DESCRIPTOR.full_name
-    return any_pb2.Any(type_url=type_url, value=message.SerializeToString(deterministic=True))
+    return any_pb2.Any(
+        type_url=message_type_url(message), value=message.SerializeToString(deterministic=True)
+    )
 
 
 def typed_extension(name: str, message: Message) -> Any:

@@ -14,7 +14,6 @@ from typing import Any
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
-from google.protobuf import wrappers_pb2  # type: ignore[import-untyped]
 
 from control_plane.model import Integration
 from control_plane.xds.translate.messages import duration
@@ -28,18 +27,13 @@ def _retry_policy(item: Integration) -> Any:
     retries = item.policies.retries
     policy = rc.RetryPolicy(
         retry_on=",".join(retries.retry_on),
-        num_retries=wrappers_pb2.UInt32Value(value=retries.max_retries),
-        retriable_status_codes=list(retries.retriable_status_codes),
-        # Honour the upstream's Retry-After (seconds), but never wait longer than the ceiling.
-        rate_limited_retry_back_off=rc.RetryPolicy.RateLimitedRetryBackOff(
-            reset_headers=[
-                rc.RetryPolicy.ResetHeader(
-                    name="retry-after", format=rc.RetryPolicy.ResetHeaderFormat.SECONDS
-                )
-            ],
-            max_interval=duration(retries.retry_after_max),
-        ),
+        retriable_status_codes=retries.retriable_status_codes,
     )
+    policy.num_retries.value = retries.max_retries
+    # Honour the upstream's Retry-After (seconds), but never wait longer than the ceiling.
+    back_off = policy.rate_limited_retry_back_off
+    back_off.reset_headers.add(name="retry-after", format=rc.RetryPolicy.ResetHeaderFormat.SECONDS)
+    back_off.max_interval.CopyFrom(duration(retries.retry_after_max))
     if retries.per_try_timeout is not None:
         policy.per_try_timeout.CopyFrom(duration(retries.per_try_timeout))
     return policy
