@@ -125,7 +125,7 @@ def _is_ads(config_source: Any) -> bool:
 # Everything else (durations, wrappers, Struct, socket addresses, ...) cannot name a
 # resource, so skipping it finds exactly what visiting every nested message finds.
 _ANY: Final = any_pb2.Any.DESCRIPTOR.full_name
-_SINGLE, _REPEATED, _MAP = 0, 1, 2
+_SINGLE, _SINGLE_ANY, _REPEATED, _MAP = 0, 1, 2, 3
 _NONE, _IS_SDS, _IS_HCM, _IS_ANY = 0, 1, 2, 3
 _ROLES: Final = {_SDS_CONFIG: _IS_SDS, _HCM: _IS_HCM, _ANY: _IS_ANY}
 # message type full name -> whether an SdsSecretConfig, HCM or Any can be nested in it
@@ -185,6 +185,8 @@ def _plan(cls: type) -> tuple[int, dict[Any, int]]:
             fields[field_descriptor] = _MAP
         elif field_descriptor.is_repeated:
             fields[field_descriptor] = _REPEATED
+        elif child.full_name == _ANY:  # unpacked as it is found
+            fields[field_descriptor] = _SINGLE_ANY
         else:
             fields[field_descriptor] = _SINGLE
     plan = (_ROLES.get(descriptor.full_name, _NONE), fields)
@@ -241,6 +243,10 @@ def _collect(message: Message, secrets: set[str], routes: set[str] | None) -> No
                 continue
             if how == _SINGLE:
                 stack.append(value)
+            elif how == _SINGLE_ANY:
+                inner = _unpack(value)
+                if inner is not None:
+                    stack.append(inner)
             elif how == _REPEATED:
                 stack.extend(value)
             else:
