@@ -311,7 +311,8 @@ def _header_hygiene(token_mode: bool) -> Any:
 
 
 def upstream_filters(item: Integration, book: SecretBook) -> list[Any]:
-    """The cluster's upstream HTTP filters (every stream to the upstream runs them)."""
+    """The cluster's upstream HTTP filters (every stream to the upstream runs them).
+    Some are shared (built once): put them into a message, which copies them."""
     filters = [
         f
         for f in (
@@ -331,7 +332,7 @@ def _upstream_codec() -> Any:
 
 
 def http_filters(item: Integration, options: TranslateOptions) -> list[Any]:
-    """The listener's HTTP filter chain."""
+    """The listener's HTTP filter chain (the router is shared: see ``upstream_filters``)."""
     # scope global: the service's quota instead of a local bucket (global_limit.py).
     limit = ratelimit_filter(item) if is_global(item) else _local_ratelimit(item)
     downstream = [f for f in (limit, _cache(item, options)) if f is not None]
