@@ -6,7 +6,6 @@ knows protobuf messages and names, nothing about streams or nodes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -27,6 +26,7 @@ __all__ = [
     "message_type_url",
     "references",
     "resource_name",
+    "resource_references",
 ]
 
 _PREFIX: Final = "type.googleapis.com/"
@@ -81,14 +81,21 @@ def _load_extensions() -> None:
     _loaded = True
 
 
+_type_urls: dict[type, str] = {}
+
+
 def message_type_url(message: Message) -> str:
     """The type URL a message is packed under in an ``Any``."""
-    return _PREFIX + str(message.DESCRIPTOR.full_name)
+    cls = type(message)
+    type_url = _type_urls.get(cls)
+    if type_url is None:
+        type_url = _type_urls[cls] = _PREFIX + str(message.DESCRIPTOR.full_name)
+    return type_url
 
 
 def resource_name(message: Message) -> str:
     """The xDS name of a resource: ``cluster_name`` for endpoints, ``name`` otherwise."""
-    if message.DESCRIPTOR.full_name == ENDPOINT.removeprefix(_PREFIX):
+    if message_type_url(message) == ENDPOINT:
         return str(message.cluster_name)
     return str(message.name)
 
@@ -112,14 +119,96 @@ def _is_ads(config_source: Any) -> bool:
     return bool(config_source.HasField("ads"))
 
 
+# The walk visits only fields that can lead to a reference. Which fields those are is a
+# property of the message *types*: a field is worth descending into when its type can
+# (transitively) contain an SdsSecretConfig, an HCM or an Any (which may hold anything).
+# Everything else (durations, wrappers, Struct, socket addresses, ...) cannot name a
+# resource, so skipping it finds exactly what visiting every nested message finds.
+_ANY: Final = any_pb2.Any.DESCRIPTOR.full_name
+_SINGLE, _SINGLE_ANY, _REPEATED, _MAP = 0, 1, 2, 3
+_NONE, _IS_SDS, _IS_HCM, _IS_ANY = 0, 1, 2, 3
+_ROLES: Final = {_SDS_CONFIG: _IS_SDS, _HCM: _IS_HCM, _ANY: _IS_ANY}
+# message type full name -> whether an SdsSecretConfig, HCM or Any can be nested in it
+_reaches: dict[str, bool] = {}
+# message class -> (its role, {field descriptor: how to descend} for the fields that reach)
+_plans: dict[type, tuple[int, dict[Any, int]]] = {}
+# type URL -> message class, for the Any types the default pool knows
+_classes: dict[str, type] = {}
+
+
+def _child_type(field_descriptor: Any) -> Any:
+    """The message type a field holds (a map's value type), or None for scalars."""
+    message_type = field_descriptor.message_type
+    if message_type is not None and message_type.GetOptions().map_entry:
+        return message_type.fields_by_name["value"].message_type
+    return message_type
+
+
+def _compute_reaches(root: Any) -> None:
+    # Every type reachable from ``root`` that is not decided yet, then a fixpoint: a type
+    # reaches a target if it is one or one of its fields' types reaches one (types recurse).
+    pending: dict[str, list[Any]] = {}
+    queue = [root]
+    while queue:
+        descriptor = queue.pop()
+        if descriptor.full_name in _reaches or descriptor.full_name in pending:
+            continue
+        children = [c for c in map(_child_type, descriptor.fields) if c is not None]
+        pending[descriptor.full_name] = children
+        queue.extend(children)
+    found = {n for n in pending if n in _ROLES}
+    changed = True
+    while changed:
+        changed = False
+        for name, children in pending.items():
+            if name not in found and any(
+                c.full_name in found or _reaches.get(c.full_name, False) for c in children
+            ):
+                found.add(name)
+                changed = True
+    for name in pending:
+        _reaches[name] = name in found
+
+
+def _plan(cls: type) -> tuple[int, dict[Any, int]]:
+    descriptor: Any = cls.DESCRIPTOR  # type: ignore[attr-defined]
+    fields: dict[Any, int] = {}
+    for field_descriptor in descriptor.fields:
+        child = _child_type(field_descriptor)
+        if child is None:
+            continue
+        if child.full_name not in _reaches:
+            _compute_reaches(child)
+        if not _reaches[child.full_name]:
+            continue
+        if field_descriptor.message_type.GetOptions().map_entry:
+            fields[field_descriptor] = _MAP
+        elif field_descriptor.is_repeated:
+            fields[field_descriptor] = _REPEATED
+        elif child.full_name == _ANY:  # unpacked as it is found
+            fields[field_descriptor] = _SINGLE_ANY
+        else:
+            fields[field_descriptor] = _SINGLE
+    plan = (_ROLES.get(descriptor.full_name, _NONE), fields)
+    _plans[cls] = plan
+    return plan
+
+
 def _unpack(packed: Any) -> Message | None:
-    """Unpack an ``Any`` whose type is known to the default pool; None otherwise."""
-    full_name = packed.type_url.rpartition("/")[2]
-    try:
-        descriptor = descriptor_pool.Default().FindMessageTypeByName(full_name)
-    except KeyError:
+    """Unpack an ``Any`` whose type is known to the default pool and can hold a reference;
+    None otherwise."""
+    cls = _classes.get(packed.type_url)
+    if cls is None:
+        full_name = packed.type_url.rpartition("/")[2]
+        try:
+            descriptor = descriptor_pool.Default().FindMessageTypeByName(full_name)
+        except KeyError:  # not cached: the type's module may be imported later
+            return None
+        cls = _classes[packed.type_url] = message_factory.GetMessageClass(descriptor)
+    role, fields = _plans.get(cls) or _plan(cls)
+    if role == _NONE and not fields:  # nothing in it can name a resource: no need to parse
         return None
-    message = message_factory.GetMessageClass(descriptor)()
+    message = cls()
     try:
         message.ParseFromString(packed.value)
     except Exception:  # a malformed extension config must not break the snapshot check
@@ -127,25 +216,41 @@ def _unpack(packed: Any) -> Message | None:
     return message
 
 
-def _walk(message: Message) -> Iterator[Message]:
-    """Every message nested in ``message``, including inside (known) ``Any`` fields."""
-    yield message
-    if message.DESCRIPTOR.full_name == any_pb2.Any.DESCRIPTOR.full_name:
-        inner = _unpack(message)
-        if inner is not None:
-            yield from _walk(inner)
-        return
-    for descriptor, value in message.ListFields():
-        if descriptor.message_type is None:
+def _collect(message: Message, secrets: set[str], routes: set[str] | None) -> None:
+    """Add the secrets (and, unless ``routes`` is None, the route tables) that ``message``
+    or any message nested in it (including inside known ``Any`` fields) names over ADS."""
+    stack = [message]
+    while stack:
+        nested: Any = stack.pop()
+        role, fields = _plans.get(type(nested)) or _plan(type(nested))
+        if role == _IS_ANY:
+            inner = _unpack(nested)
+            if inner is not None:
+                stack.append(inner)
             continue
-        if descriptor.message_type.GetOptions().map_entry:
-            values = [v for v in value.values() if isinstance(v, Message)]
-        elif descriptor.is_repeated:
-            values = list(value)
-        else:
-            values = [value]
-        for child in values:
-            yield from _walk(child)
+        if role == _IS_SDS:
+            if nested.name and nested.HasField("sds_config") and _is_ads(nested.sds_config):
+                secrets.add(nested.name)
+        elif role == _IS_HCM and routes is not None:
+            if nested.WhichOneof("route_specifier") == "rds":
+                if _is_ads(nested.rds.config_source):
+                    routes.add(nested.rds.route_config_name)
+        if not fields:
+            continue
+        for field_descriptor, value in nested.ListFields():
+            how = fields.get(field_descriptor)
+            if how is None:
+                continue
+            if how == _SINGLE:
+                stack.append(value)
+            elif how == _SINGLE_ANY:
+                inner = _unpack(value)
+                if inner is not None:
+                    stack.append(inner)
+            elif how == _REPEATED:
+                stack.extend(value)
+            else:
+                stack.extend(value.values())
 
 
 def eds_names(cluster: Any) -> set[str]:
@@ -164,27 +269,37 @@ def eds_names(cluster: Any) -> set[str]:
 def references(resources: dict[str, dict[str, Message]]) -> References:
     """Names referenced by ``resources`` (type URL -> name -> message).
 
-    Tolerant by design: it walks every nested message and every ``Any`` it can unpack, so
-    an HCM in any filter chain, a TLS context in any transport socket and an SDS secret in
-    any extension (e.g. ``credential_injector`` generic/OAuth2 credentials) are found.
+    Tolerant by design: it walks every nested message that can hold a reference and every
+    ``Any`` it can unpack, so an HCM in any filter chain, a TLS context in any transport
+    socket and an SDS secret in any extension (e.g. ``credential_injector`` generic/OAuth2
+    credentials) are found.
     """
     _load_extensions()
     endpoints: set[str] = set()
     routes: set[str] = set()
     secrets: set[str] = set()
-    for type_url in (CLUSTER, LISTENER):
-        for resource in resources.get(type_url, {}).values():
-            if type_url == CLUSTER:
-                endpoints |= eds_names(resource)
-            for nested in _walk(resource):
-                full_name = nested.DESCRIPTOR.full_name
-                if full_name == _SDS_CONFIG:
-                    sds: Any = nested
-                    if sds.name and sds.HasField("sds_config") and _is_ads(sds.sds_config):
-                        secrets.add(sds.name)
-                elif full_name == _HCM and type_url == LISTENER:
-                    hcm: Any = nested
-                    if hcm.WhichOneof("route_specifier") == "rds":
-                        if _is_ads(hcm.rds.config_source):
-                            routes.add(hcm.rds.route_config_name)
+    for resource in resources.get(CLUSTER, {}).values():
+        endpoints |= eds_names(resource)
+        _collect(resource, secrets, None)
+    for resource in resources.get(LISTENER, {}).values():
+        _collect(resource, secrets, routes)
     return References(frozenset(endpoints), frozenset(routes), frozenset(secrets))
+
+
+def resource_references(type_url: str, resource: Message) -> References:
+    """``references({type_url: {name: resource}})`` of one resource, without the maps."""
+    if type_url == CLUSTER:
+        _load_extensions()
+        secrets: set[str] = set()
+        _collect(resource, secrets, None)
+        return References(frozenset(eds_names(resource)), _NO_NAMES, frozenset(secrets))
+    if type_url == LISTENER:
+        _load_extensions()
+        secrets = set()
+        routes: set[str] = set()
+        _collect(resource, secrets, routes)
+        return References(_NO_NAMES, frozenset(routes), frozenset(secrets))
+    return References()
+
+
+_NO_NAMES: Final[frozenset[str]] = frozenset()

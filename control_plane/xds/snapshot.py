@@ -30,8 +30,8 @@ from control_plane.xds.resources import (
     SECRET,
     References,
     message_type_url,
-    references,
     resource_name,
+    resource_references,
 )
 
 __all__ = ["InconsistentSnapshot", "Snapshot", "content_version"]
@@ -54,6 +54,19 @@ def content_version(message: Message) -> str:
     ``deterministic=True`` sorts map entries, so equal messages hash equally.
     """
     return hashlib.sha256(message.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _frozen(message: Message, version: str | None = None) -> tuple[Message, str]:
+    """A copy of ``message`` and its version: ``version`` if given, else its content hash.
+
+    Hashed ones are copied by parsing the deterministic encoding the hash needs anyway: one
+    serialization instead of a copy and a serialization (the same message either way)."""
+    if version:
+        copy = type(message)()
+        copy.CopyFrom(message)
+        return copy, version
+    encoded = message.SerializeToString(deterministic=True)
+    return type(message).FromString(encoded), hashlib.sha256(encoded).hexdigest()
 
 
 def _digest(lines: Iterable[str]) -> str:
@@ -135,6 +148,7 @@ class Snapshot:
             before = previous.get(type_url) if previous is not None else {}
             before_versions = previous.versions.get(type_url, {}) if previous is not None else {}
             before_refs = previous.reference_cache if previous is not None else {}
+            given_versions = given.get(type_url, {})
             copies: dict[str, Message] = {}
             type_versions: dict[str, str] = {}
             for name, message in sorted(by_name.items()):
@@ -150,10 +164,7 @@ class Snapshot:
                     raise ValueError(f"{name!r}: {message_type_url(message)} under {type_url}")
                 if resource_name(message) != name:
                     raise ValueError(f"resource keyed {name!r} is named {resource_name(message)!r}")
-                copy = type(message)()
-                copy.CopyFrom(message)
-                copies[name] = copy
-                type_versions[name] = given.get(type_url, {}).get(name) or content_version(copy)
+                copies[name], type_versions[name] = _frozen(message, given_versions.get(name))
             frozen[type_url] = MappingProxyType(copies)
             by_type[type_url] = MappingProxyType(type_versions)
         for type_url in ADS_ORDER:
@@ -194,9 +205,7 @@ class Snapshot:
             own = {n: messages[n] for n in wanted}
             own_versions = {n: versions[n] for n in wanted}
             for name, message in (extra or {}).get(type_url, {}).items():
-                copy = type(message)()
-                copy.CopyFrom(message)
-                own[name], own_versions[name] = copy, content_version(copy)
+                own[name], own_versions[name] = _frozen(message)
             frozen[type_url] = MappingProxyType(dict(sorted(own.items())))
             by_type[type_url] = MappingProxyType(dict(sorted(own_versions.items())))
             for name in wanted:
@@ -252,7 +261,7 @@ class Snapshot:
             for name, message in self.get(type_url).items():
                 refs = self.reference_cache.get((type_url, name))
                 if refs is None:
-                    refs = references({type_url: {name: message}})
+                    refs = resource_references(type_url, message)
                     self.reference_cache[(type_url, name)] = refs
                 endpoints |= refs.endpoints
                 routes |= refs.routes

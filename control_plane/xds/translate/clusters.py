@@ -12,16 +12,15 @@ SNI and the certificate's SAN check use the configured name, never an address.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import string_pb2
-from envoy.type.v3 import percent_pb2
-from google.protobuf import wrappers_pb2  # type: ignore[import-untyped]
 
 from control_plane.model import Integration
 from control_plane.xds.translate.endpoints import load_assignment, vetted_name
@@ -40,41 +39,40 @@ METADATA_NAMESPACE = "integration_service"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
-def _u32(value: int) -> Any:
-    return wrappers_pb2.UInt32Value(value=value)
+@functools.cache
+def _http1() -> Any:
+    # Plain HTTP/1.1 upstream: what every SaaS edge and the probes' fakes speak. Shared
+    # (built once): the protocol options copy it.
+    return http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+        http_protocol_options=protocol_pb2.Http1ProtocolOptions()
+    )
 
 
-def _circuit_breakers(item: Integration) -> Any:
+def _circuit_breakers(item: Integration, breakers: Any) -> None:
     cb = item.policies.circuit_breaker
-    return circuit_breaker_pb2.CircuitBreakers(
-        thresholds=[
-            circuit_breaker_pb2.CircuitBreakers.Thresholds(
-                priority=base_pb2.RoutingPriority.DEFAULT,
-                max_connections=_u32(cb.max_connections),
-                max_pending_requests=_u32(cb.max_pending_requests),
-                max_requests=_u32(cb.max_requests),
-                max_retries=_u32(cb.max_retries),
-                # Publishes circuit_breakers.default.remaining_* gauges for the dashboards.
-                track_remaining=True,
-            )
-        ]
+    thresholds = breakers.thresholds.add(
+        priority=base_pb2.RoutingPriority.DEFAULT,
+        # Publishes circuit_breakers.default.remaining_* gauges for the dashboards.
+        track_remaining=True,
     )
+    thresholds.max_connections.value = cb.max_connections
+    thresholds.max_pending_requests.value = cb.max_pending_requests
+    thresholds.max_requests.value = cb.max_requests
+    thresholds.max_retries.value = cb.max_retries
 
 
-def _outlier_detection(item: Integration) -> Any:
+def _outlier_detection(item: Integration, detection: Any) -> None:
     od = item.policies.outlier_detection
-    return outlier_detection_pb2.OutlierDetection(
-        consecutive_5xx=_u32(od.consecutive_5xx),
-        consecutive_gateway_failure=_u32(od.consecutive_gateway_failure),
-        # Gateway failures (502/503/504) are only *counted* unless enforced; enforce them
-        # like any 5xx so a dead SaaS edge is ejected as fast as an erroring one.
-        enforcing_consecutive_gateway_failure=_u32(100),
-        interval=duration(od.interval),
-        base_ejection_time=duration(od.base_ejection_time),
-        max_ejection_time=duration(od.max_ejection_time),
-        # Envoy's 10 % default never ejects the only host of a single-endpoint cluster.
-        max_ejection_percent=_u32(od.max_ejection_percent),
-    )
+    detection.consecutive_5xx.value = od.consecutive_5xx
+    detection.consecutive_gateway_failure.value = od.consecutive_gateway_failure
+    # Gateway failures (502/503/504) are only *counted* unless enforced; enforce them
+    # like any 5xx so a dead SaaS edge is ejected as fast as an erroring one.
+    detection.enforcing_consecutive_gateway_failure.value = 100
+    detection.interval.CopyFrom(duration(od.interval))
+    detection.base_ejection_time.CopyFrom(duration(od.base_ejection_time))
+    detection.max_ejection_time.CopyFrom(duration(od.max_ejection_time))
+    # Envoy's 10 % default never ejects the only host of a single-endpoint cluster.
+    detection.max_ejection_percent.value = od.max_ejection_percent
 
 
 def _san_matchers(item: Integration) -> list[Any]:
@@ -143,44 +141,35 @@ def cluster(item: Integration, protocol: str, options: TranslateOptions, book: S
     """The cluster of ``item``; ``protocol`` is the adapter's listener protocol."""
     up = item.upstream
     kind, dns = _discovery(item, protocol)
+    # Filled in place: a message given to a constructor is copied, once per level.
     result = cluster_pb2.Cluster(
-        name=item.id,
-        type=kind,
-        connect_timeout=duration(item.policies.connect_timeout),
-        circuit_breakers=_circuit_breakers(item),
-        # 0 %: with the default 50 % panic threshold an ejected single host is still used
-        # ("panic mode"); at 0 % requests fail fast with 503 while it is ejected.
-        common_lb_config=cluster_pb2.Cluster.CommonLbConfig(
-            healthy_panic_threshold=percent_pb2.Percent(value=0.0)
-        ),
-        metadata=base_pb2.Metadata(
-            filter_metadata={
-                METADATA_NAMESPACE: struct(
-                    {
-                        "generation": options.generations.get(item.id, 0),
-                        "kind": item.kind,
-                        "tenant": item.tenant,
-                    }
-                )
+        name=item.id, type=kind, connect_timeout=duration(item.policies.connect_timeout)
+    )
+    _circuit_breakers(item, result.circuit_breakers)
+    # 0 %: with the default 50 % panic threshold an ejected single host is still used
+    # ("panic mode"); at 0 % requests fail fast with 503 while it is ejected.
+    result.common_lb_config.healthy_panic_threshold.value = 0.0
+    result.metadata.filter_metadata[METADATA_NAMESPACE].CopyFrom(
+        struct(
+            {
+                "generation": options.generations.get(item.id, 0),
+                "kind": item.kind,
+                "tenant": item.tenant,
             }
-        ),
+        )
     )
     if dns:
         result.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
     if kind == cluster_pb2.Cluster.EDS:
-        result.eds_cluster_config.CopyFrom(
-            cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads(), service_name=item.id)
-        )
+        result.eds_cluster_config.eds_config.CopyFrom(ads())
+        result.eds_cluster_config.service_name = item.id
     else:
         result.load_assignment.CopyFrom(load_assignment(item.id, [(up.host, up.port)]))
     if item.policies.outlier_detection.enabled:
-        result.outlier_detection.CopyFrom(_outlier_detection(item))
+        _outlier_detection(item, result.outlier_detection)
     if protocol == "http":
         options_pb = http_protocol_options_pb2.HttpProtocolOptions(
-            # Plain HTTP/1.1 upstream: what every SaaS edge and the probes' fakes speak.
-            explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
-                http_protocol_options=protocol_pb2.Http1ProtocolOptions()
-            ),
+            explicit_http_config=_http1(),
             # Credential injection / SigV4 (see http_filters): every stream, cached or not.
             http_filters=upstream_filters(item, book),
         )

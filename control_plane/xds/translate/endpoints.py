@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from envoy.config.core.v3 import address_pb2
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
 
 from control_plane.model import Integration
 from control_plane.xds.translate.messages import is_ip
@@ -35,25 +35,14 @@ FLEET_CLUSTER = "integration_fleet"
 
 def load_assignment(cluster: str, endpoints: Sequence[tuple[str, int]]) -> Any:
     """All ``(host, port)`` pairs as one locality, in the order given (deterministic)."""
-    return endpoint_pb2.ClusterLoadAssignment(
-        cluster_name=cluster,
-        endpoints=[
-            endpoint_components_pb2.LocalityLbEndpoints(
-                lb_endpoints=[
-                    endpoint_components_pb2.LbEndpoint(
-                        endpoint=endpoint_components_pb2.Endpoint(
-                            address=address_pb2.Address(
-                                socket_address=address_pb2.SocketAddress(
-                                    address=host, port_value=port
-                                )
-                            )
-                        )
-                    )
-                    for host, port in endpoints
-                ]
-            )
-        ],
-    )
+    # Filled in place: a message given to a constructor is copied, once per level.
+    result = endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster)
+    locality = result.endpoints.add()
+    for host, port in endpoints:
+        locality.lb_endpoints.add().endpoint.address.socket_address.CopyFrom(
+            address_pb2.SocketAddress(address=host, port_value=port)
+        )
+    return result
 
 
 def fleet_assignment(members: int) -> Any:

@@ -30,6 +30,7 @@ https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_filters/cach
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
@@ -52,7 +53,7 @@ from envoy.extensions.http.cache_v2.file_system_http_cache.v3 import (
     file_system_http_cache_pb2,
 )
 from envoy.extensions.http.injected_credentials.generic.v3 import generic_pb2
-from envoy.type.v3 import percent_pb2, token_bucket_pb2
+from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2  # type: ignore[import-untyped]
 
 from control_plane.model import Integration, RateBucket
@@ -80,16 +81,16 @@ def _filter(name: str, message: Any) -> Any:
     return hcm_pb2.HttpFilter(name=name, typed_config=pack(message))
 
 
-def _token_bucket(bucket: RateBucket) -> Any:
+def _token_bucket(bucket: RateBucket, into: Any) -> None:
     # `requests` tokens every `per` seconds, holding at most `burst`.
-    return token_bucket_pb2.TokenBucket(
-        max_tokens=bucket.burst,
-        tokens_per_fill=wrappers_pb2.UInt32Value(value=bucket.requests),
-        fill_interval=duration(bucket.per),
-    )
+    into.max_tokens = bucket.burst
+    into.tokens_per_fill.value = bucket.requests
+    into.fill_interval.CopyFrom(duration(bucket.per))
 
 
+@functools.cache
 def _always() -> Any:
+    # Shared (built once): only ever copied into the filter config.
     return base_pb2.RuntimeFractionalPercent(
         default_value=percent_pb2.FractionalPercent(
             numerator=100, denominator=percent_pb2.FractionalPercent.HUNDRED
@@ -104,22 +105,17 @@ def _local_ratelimit(item: Integration) -> Any | None:
     config = local_rate_limit_pb2.LocalRateLimit(
         # Stat: <id>.http_local_rate_limit.rate_limited
         stat_prefix=item.id,
-        token_bucket=_token_bucket(rl.bucket),
         filter_enabled=_always(),
         filter_enforced=_always(),
-        # Per-tenant buckets: the rate_limits action below turns the tenant header into a
-        # ("tenant", value) descriptor; a listed tenant also drains the integration-wide
-        # bucket (Envoy's default), which models the upstream's account-wide quota.
-        descriptors=[
-            ratelimit_pb2.LocalRateLimitDescriptor(
-                entries=[
-                    ratelimit_pb2.RateLimitDescriptor.Entry(key=TENANT_DESCRIPTOR_KEY, value=t)
-                ],
-                token_bucket=_token_bucket(bucket),
-            )
-            for t, bucket in sorted(rl.per_tenant.items())
-        ],
     )
+    _token_bucket(rl.bucket, config.token_bucket)
+    # Per-tenant buckets: the rate_limits action below turns the tenant header into a
+    # ("tenant", value) descriptor; a listed tenant also drains the integration-wide
+    # bucket (Envoy's default), which models the upstream's account-wide quota.
+    for tenant, bucket in sorted(rl.per_tenant.items()):
+        descriptor = config.descriptors.add()
+        descriptor.entries.add(key=TENANT_DESCRIPTOR_KEY, value=tenant)
+        _token_bucket(bucket, descriptor.token_bucket)
     if rl.scope == "fleet":
         # Each Envoy takes 1/N of every bucket, N the live members of the bootstrap's local
         # cluster (the fleet membership the control plane serves over EDS).
@@ -281,22 +277,30 @@ def _aws_request_signing(item: Integration, book: SecretBook) -> Any | None:
     return _filter("envoy.filters.http.aws_request_signing", config)
 
 
+@functools.cache
 def _router() -> Any:
+    # Shared (built once): the chains it is put into copy it.
     # No x-envoy-* headers towards third parties (and none inside a SigV4 signature).
     return _filter("envoy.filters.http.router", router_pb2.Router(suppress_envoy_headers=True))
 
 
 def _upstream_headers(item: Integration) -> Any:
+    return _header_hygiene(token_grant(item) is not None)
+
+
+@functools.cache
+def _header_hygiene(token_mode: bool) -> Any:
     """Header hygiene the router's ``suppress_envoy_headers`` gives, again on the cluster:
     on a cache miss ``cache_v2``'s async client adds ``x-envoy-internal`` and
     ``x-forwarded-for``, and the fill listener's router forwards them. In token mode the
     app's own ``Authorization`` goes too: the injector leaves it in place while the token
-    secret is empty, and the only bearer token that reaches the vendor is a minted one."""
+    secret is empty, and the only bearer token that reaches the vendor is a minted one.
+    Shared (built once per mode)."""
     mutations = [
         mutation_rules_pb2.HeaderMutation(remove="x-envoy-internal"),
         mutation_rules_pb2.HeaderMutation(remove="x-forwarded-for"),
     ]
-    if token_grant(item) is not None:
+    if token_mode:
         mutations.append(mutation_rules_pb2.HeaderMutation(remove="authorization"))
     return _filter(
         "envoy.filters.http.header_mutation",
@@ -307,7 +311,8 @@ def _upstream_headers(item: Integration) -> Any:
 
 
 def upstream_filters(item: Integration, book: SecretBook) -> list[Any]:
-    """The cluster's upstream HTTP filters (every stream to the upstream runs them)."""
+    """The cluster's upstream HTTP filters (every stream to the upstream runs them).
+    Some are shared (built once): put them into a message, which copies them."""
     filters = [
         f
         for f in (
@@ -317,13 +322,17 @@ def upstream_filters(item: Integration, book: SecretBook) -> list[Any]:
         )
         if f is not None
     ]
-    # An upstream filter chain must end with the codec filter.
-    codec = _filter("envoy.filters.http.upstream_codec", upstream_codec_pb2.UpstreamCodec())
-    return [*filters, codec]
+    return [*filters, _upstream_codec()]
+
+
+@functools.cache
+def _upstream_codec() -> Any:
+    # An upstream filter chain must end with the codec filter. Shared (built once).
+    return _filter("envoy.filters.http.upstream_codec", upstream_codec_pb2.UpstreamCodec())
 
 
 def http_filters(item: Integration, options: TranslateOptions) -> list[Any]:
-    """The listener's HTTP filter chain."""
+    """The listener's HTTP filter chain (the router is shared: see ``upstream_filters``)."""
     # scope global: the service's quota instead of a local bucket (global_limit.py).
     limit = ratelimit_filter(item) if is_global(item) else _local_ratelimit(item)
     downstream = [f for f in (limit, _cache(item, options)) if f is not None]

@@ -9,11 +9,10 @@ An HTTP integration with a response cache also gets its cache *fill* listener
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from envoy.config.accesslog.v3 import accesslog_pb2
-from envoy.config.core.v3 import address_pb2, substitution_format_string_pb2
-from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
@@ -39,6 +38,8 @@ __all__ = [
     "tcp_idle_timeout",
 ]
 
+_HCM = "envoy.filters.network.http_connection_manager"
+
 # The fallback when a kind declares none: Envoy's own default, made explicit.
 TCP_IDLE_TIMEOUT = 3600.0
 
@@ -63,28 +64,37 @@ ACCESS_LOG_FIELDS: dict[str, str] = {
 }
 
 
+@functools.cache
+def _log_fields() -> Any:
+    # Shared (built once): copied into every access log, then given the integration id.
+    return struct(ACCESS_LOG_FIELDS)
+
+
 def _access_log(item: Integration, directory: str) -> Any:
-    log = file_pb2.FileAccessLog(
-        path=f"{directory}/{item.id}.log",
-        log_format=substitution_format_string_pb2.SubstitutionFormatString(
-            json_format=struct({"integration": item.id, **ACCESS_LOG_FIELDS})
-        ),
-    )
-    return accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=pack(log))
+    log = file_pb2.FileAccessLog(path=f"{directory}/{item.id}.log")
+    json_format = log.log_format.json_format
+    json_format.CopyFrom(_log_fields())
+    json_format.fields["integration"].string_value = item.id
+    return pack(log)
 
 
-def _http_connection_manager(item: Integration, options: TranslateOptions) -> Any:
+def _rds(hcm: Any, route_table: str) -> None:
+    hcm.rds.config_source.CopyFrom(ads())
+    hcm.rds.route_config_name = route_table
+
+
+def _http_connection_manager(item: Integration, options: TranslateOptions) -> tuple[str, Any]:
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=item.id,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
-        rds=hcm_pb2.Rds(config_source=ads(), route_config_name=item.id),
         http_filters=http_filters(item, options),
     )
+    _rds(hcm, item.id)
     if options.access_log_dir is not None:
-        hcm.access_log.append(_access_log(item, options.access_log_dir))
-    return listener_components_pb2.Filter(
-        name="envoy.filters.network.http_connection_manager", typed_config=pack(hcm)
-    )
+        hcm.access_log.add(
+            name="envoy.access_loggers.file", typed_config=_access_log(item, options.access_log_dir)
+        )
+    return _HCM, pack(hcm)
 
 
 def tcp_idle_timeout(item: Integration) -> float:
@@ -96,13 +106,19 @@ def tcp_idle_timeout(item: Integration) -> float:
     return spec.tcp_idle_timeout if spec is not None else TCP_IDLE_TIMEOUT
 
 
-def _tcp_proxy(item: Integration) -> Any:
+def _tcp_proxy(item: Integration) -> tuple[str, Any]:
     proxy = tcp_proxy_pb2.TcpProxy(
         stat_prefix=item.id, cluster=item.id, idle_timeout=duration(tcp_idle_timeout(item))
     )
-    return listener_components_pb2.Filter(
-        name="envoy.filters.network.tcp_proxy", typed_config=pack(proxy)
-    )
+    return "envoy.filters.network.tcp_proxy", pack(proxy)
+
+
+def _listener(name: str, network_filter: tuple[str, Any]) -> Any:
+    # Filled in place: a message given to a constructor is copied, once per level.
+    result = listener_pb2.Listener(name=name, stat_prefix=name)
+    filter_name, typed_config = network_filter
+    result.filter_chains.add().filters.add(name=filter_name, typed_config=typed_config)
+    return result
 
 
 def listener(item: Integration, protocol: str, options: TranslateOptions) -> Any:
@@ -111,16 +127,11 @@ def listener(item: Integration, protocol: str, options: TranslateOptions) -> Any
     network_filter = (
         _http_connection_manager(item, options) if protocol == "http" else _tcp_proxy(item)
     )
-    return listener_pb2.Listener(
-        name=item.id,
-        stat_prefix=item.id,
-        address=address_pb2.Address(
-            socket_address=address_pb2.SocketAddress(
-                address=options.listen_address, port_value=item.listen_port
-            )
-        ),
-        filter_chains=[listener_components_pb2.FilterChain(filters=[network_filter])],
-    )
+    result = _listener(item.id, network_filter)
+    socket_address = result.address.socket_address
+    socket_address.address = options.listen_address
+    socket_address.port_value = item.listen_port
+    return result
 
 
 def cache_fill_listener(item: Integration, options: TranslateOptions) -> Any:
@@ -129,16 +140,10 @@ def cache_fill_listener(item: Integration, options: TranslateOptions) -> Any:
     hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix=name,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
-        # The integration's own route table: Host rewrite, timeout and retries as uncached.
-        rds=hcm_pb2.Rds(config_source=ads(), route_config_name=item.id),
         http_filters=cache_fill_http_filters(),
     )
-    network_filter = listener_components_pb2.Filter(
-        name="envoy.filters.network.http_connection_manager", typed_config=pack(hcm)
-    )
-    return listener_pb2.Listener(
-        name=name,
-        stat_prefix=name,
-        address=address_pb2.Address(pipe=address_pb2.Pipe(path=cache_fill_address(item, options))),
-        filter_chains=[listener_components_pb2.FilterChain(filters=[network_filter])],
-    )
+    # The integration's own route table: Host rewrite, timeout and retries as uncached.
+    _rds(hcm, item.id)
+    result = _listener(name, (_HCM, pack(hcm)))
+    result.address.pipe.path = cache_fill_address(item, options)
+    return result

@@ -8,12 +8,12 @@ the key is present" takes two routes.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
-from google.protobuf import wrappers_pb2  # type: ignore[import-untyped]
 
 from control_plane.model import Integration
 from control_plane.xds.translate.messages import duration
@@ -27,36 +27,30 @@ def _retry_policy(item: Integration) -> Any:
     retries = item.policies.retries
     policy = rc.RetryPolicy(
         retry_on=",".join(retries.retry_on),
-        num_retries=wrappers_pb2.UInt32Value(value=retries.max_retries),
-        retriable_status_codes=list(retries.retriable_status_codes),
-        # Honour the upstream's Retry-After (seconds), but never wait longer than the ceiling.
-        rate_limited_retry_back_off=rc.RetryPolicy.RateLimitedRetryBackOff(
-            reset_headers=[
-                rc.RetryPolicy.ResetHeader(
-                    name="retry-after", format=rc.RetryPolicy.ResetHeaderFormat.SECONDS
-                )
-            ],
-            max_interval=duration(retries.retry_after_max),
-        ),
+        retriable_status_codes=retries.retriable_status_codes,
     )
+    policy.num_retries.value = retries.max_retries
+    # Honour the upstream's Retry-After (seconds), but never wait longer than the ceiling.
+    back_off = policy.rate_limited_retry_back_off
+    back_off.reset_headers.add(name="retry-after", format=rc.RetryPolicy.ResetHeaderFormat.SECONDS)
+    back_off.max_interval.CopyFrom(duration(retries.retry_after_max))
     if retries.per_try_timeout is not None:
         policy.per_try_timeout.CopyFrom(duration(retries.per_try_timeout))
     return policy
 
 
-def _action(item: Integration, retry: bool) -> Any:
-    action = rc.RouteAction(
+def _action(item: Integration) -> Any:
+    return rc.RouteAction(
         cluster=item.id,
         timeout=duration(item.policies.timeout),
         # Envoy forwards the app's Host (127.0.0.1:<port>); SaaS edges route by their own.
         host_rewrite_literal=item.upstream.authority,
     )
-    if retry:
-        action.retry_policy.CopyFrom(_retry_policy(item))
-    return action
 
 
-def route_configuration(item: Integration) -> Any:
+@functools.cache
+def _matches() -> tuple[Any, Any, Any]:
+    """The three routes' matches (shared, built once: the routes copy them)."""
     methods = rc.HeaderMatcher(
         name=":method",
         string_match=string_pb2.StringMatcher(
@@ -64,20 +58,22 @@ def route_configuration(item: Integration) -> Any:
         ),
     )
     key = rc.HeaderMatcher(name="idempotency-key", present_match=True)
-    routes = [
-        rc.Route(
-            name="idempotent-method",
-            match=rc.RouteMatch(prefix="/", headers=[methods]),
-            route=_action(item, retry=True),
-        ),
-        rc.Route(
-            name="idempotency-key",
-            match=rc.RouteMatch(prefix="/", headers=[key]),
-            route=_action(item, retry=True),
-        ),
-        rc.Route(name="default", match=rc.RouteMatch(prefix="/"), route=_action(item, retry=False)),
-    ]
-    return route_pb2.RouteConfiguration(
-        name=item.id,
-        virtual_hosts=[rc.VirtualHost(name=item.id, domains=["*"], routes=routes)],
+    return (
+        rc.RouteMatch(prefix="/", headers=[methods]),
+        rc.RouteMatch(prefix="/", headers=[key]),
+        rc.RouteMatch(prefix="/"),
     )
+
+
+def route_configuration(item: Integration) -> Any:
+    by_method, by_key, default = _matches()
+    plain = _action(item)
+    retrying = _action(item)
+    retrying.retry_policy.CopyFrom(_retry_policy(item))
+    config = route_pb2.RouteConfiguration(name=item.id)
+    # Filled in place: a message given to a constructor is copied, once per level.
+    host = config.virtual_hosts.add(name=item.id, domains=["*"])
+    host.routes.add(name="idempotent-method", match=by_method, route=retrying)
+    host.routes.add(name="idempotency-key", match=by_key, route=retrying)
+    host.routes.add(name="default", match=default, route=plain)
+    return config
