@@ -242,6 +242,9 @@ def create_app(
     return app
 
 
+_FREEZE_DELAY_S = 1.0
+
+
 def _freeze_startup_heap() -> None:
     """Take what start-up built out of the cyclic garbage collector's reach.
 
@@ -275,13 +278,17 @@ async def run_service(settings: Settings, *, with_envoy: bool = True) -> int:
     gc.disable()  # until the start-up heap is built (see _freeze_startup_heap)
     try:
         await runner.setup()  # start-up contexts done: store open, first snapshot built
-    finally:
-        _freeze_startup_heap()
+    except BaseException:
+        gc.enable()
+        raise
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
+    loop = asyncio.get_running_loop()
+    # A moment later, so that the full collection it makes (0.1 s at 10,000 integrations)
+    # does not hold up the first snapshot's delivery to the Envoys already connecting.
+    loop.call_later(_FREEZE_DELAY_S, _freeze_startup_heap)
     log.info("integration service started", extra={"settings": settings.describe()})
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     reloads: set[asyncio.Task[object]] = set()
