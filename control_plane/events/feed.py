@@ -40,16 +40,30 @@ class LiveFeed:
         self._changed = asyncio.Condition()
         self._poked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._warming: asyncio.Task[object] | None = None
         self._lock = asyncio.Lock()
+
+    def _stale(self, max_age_s: float) -> bool:
+        return self.latest is None or time.monotonic() - self.produced_at > max_age_s
 
     async def current(self, max_age_s: float) -> object:
         """``latest`` when younger than ``max_age_s``, else a fresh production."""
-        if self.latest is None or time.monotonic() - self.produced_at > max_age_s:
-            await self._run_once()
+        if self._stale(max_age_s):
+            await self._run_once(max_age_s)
         return self.latest
 
-    async def _run_once(self) -> None:
+    def warm(self, max_age_s: float) -> None:
+        """Start one production in the background unless ``latest`` is fresh or one is on
+        its way: what a caller of :meth:`current` soon after would otherwise wait for."""
+        if self.closed or not self._stale(max_age_s):
+            return
+        if self._warming is None or self._warming.done():
+            self._warming = asyncio.create_task(self.current(max_age_s), name="ui-feed-warm")
+
+    async def _run_once(self, max_age_s: float | None = None) -> None:
         async with self._lock:  # one production at a time, whoever asks
+            if max_age_s is not None and not self._stale(max_age_s):
+                return  # made while this caller waited for the lock: one is enough
             value = await self.produce()
             self.latest, self.produced_at = value, time.monotonic()
             self.version += 1
@@ -101,6 +115,10 @@ class LiveFeed:
             self._changed.notify_all()
 
     async def stop(self) -> None:
+        if self.closed and self._warming is not None:
+            warming, self._warming = self._warming, None
+            warming.cancel()
+            await asyncio.gather(warming, return_exceptions=True)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
