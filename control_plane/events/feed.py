@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 
@@ -40,7 +41,7 @@ class LiveFeed:
         self._changed = asyncio.Condition()
         self._poked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._warming: asyncio.Task[object] | None = None
+        self._warming: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     def _stale(self, max_age_s: float) -> bool:
@@ -52,13 +53,18 @@ class LiveFeed:
             await self._run_once(max_age_s)
         return self.latest
 
-    def warm(self, max_age_s: float) -> None:
-        """Start one production in the background unless ``latest`` is fresh or one is on
-        its way: what a caller of :meth:`current` soon after would otherwise wait for."""
-        if self.closed or not self._stale(max_age_s):
-            return
-        if self._warming is None or self._warming.done():
-            self._warming = asyncio.create_task(self.current(max_age_s), name="ui-feed-warm")
+    def warm(self) -> None:
+        """Start the first production in the background, once (later ones are the
+        subscribers' or :meth:`current`'s): a :meth:`current` soon after waits for it
+        instead of producing a second one."""
+        if self._warming is None and self.latest is None and not self.closed:
+            self._warming = asyncio.create_task(self._warm(), name="live-feed-warm")
+
+    async def _warm(self) -> None:
+        try:
+            await self.current(max_age_s=math.inf)
+        except Exception:
+            log.exception("live feed: the first production failed")
 
     async def _run_once(self, max_age_s: float | None = None) -> None:
         async with self._lock:  # one production at a time, whoever asks

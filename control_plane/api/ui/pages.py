@@ -87,9 +87,9 @@ async def shell(request: web.Request) -> web.Response:
     assets = {name: f"/ui/static/{name}?v={_static(name)[1]}" for name in _asset_names()}
     security = request.app.get(SECURITY)
     auth = "required" if security is not None and security.enabled else "disabled"
-    # The fragments this shell loads next need the overview: start producing it now (the
-    # first production compiles the templates and renders every row).
-    request.app[UI_FEED].warm(FRESH_S)
+    # The fragments this shell loads next need the overview: the first shell served starts
+    # the first production (it compiles the templates and renders every row), once.
+    request.app[UI_FEED].warm()
     return request.app[TEMPLATES].response("index.html", {"assets": assets, "auth": auth})
 
 
