@@ -22,7 +22,6 @@ from control_plane.api import (
     status,
     ui,
 )
-from control_plane.api.openapi.document import build_document
 from control_plane.api.openapi.spec import Json, operation
 
 __all__ = ["ROUTE_TABLES", "openapi_document"]
@@ -56,6 +55,9 @@ def _serialized() -> str:
 
 @functools.cache
 def _document() -> Json:
+    # The builder and the component schemas load with the first request for the document.
+    from control_plane.api.openapi.document import build_document
+
     return build_document(ROUTE_TABLES)
 
 

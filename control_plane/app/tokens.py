@@ -17,7 +17,6 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import redis.asyncio as redis_asyncio
 from aiohttp import web
 
 from control_plane.keys import EVENTS, METRICS, PIPELINE, REGISTRY, SETTINGS, SIDECAR, TOKENS
@@ -28,7 +27,6 @@ from control_plane.security.api_keys import resolve_secret_reference
 from control_plane.security.ssrf import Allowlist
 from control_plane.settings import Settings
 from control_plane.tokens.broker import TokenBroker
-from control_plane.tokens.cipher import TokenCipher
 from control_plane.tokens.credentials import TokenSessions, grant_values
 from control_plane.tokens.metrics import TokenCollector
 from control_plane.tokens.schedule import RefreshPolicy
@@ -66,6 +64,11 @@ def _shared(settings: Settings, environ: Mapping[str, str]) -> SharedTokens | No
             "each replica fetches its own"
         )
         return None
+    # The cipher (cryptography) and redis load only when tokens are shared (issue 20).
+    import redis.asyncio as redis_asyncio
+
+    from control_plane.tokens.cipher import TokenCipher
+
     try:
         cipher = TokenCipher(resolve_secret_reference(settings.token_encryption_key, environ))
     except ValueError as exc:

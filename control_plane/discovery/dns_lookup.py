@@ -7,13 +7,12 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import dns.asyncresolver
-import dns.exception
-import dns.nameserver
-import dns.resolver
+from typing import TYPE_CHECKING
 
 from control_plane.security.ssrf import Allowlist, classify, parse_ip_literal
+
+if TYPE_CHECKING:  # dnspython loads with the first lookup, not with the wiring (issue 20)
+    import dns.asyncresolver
 
 __all__ = [
     "LIFETIME_S",
@@ -98,6 +97,9 @@ class DnsLookup:
 
     def _get(self) -> dns.asyncresolver.Resolver:
         if self._resolver is None:
+            import dns.asyncresolver
+            import dns.nameserver
+
             if self.servers:
                 resolver = dns.asyncresolver.Resolver(configure=False)
                 resolver.nameservers = [
@@ -112,6 +114,9 @@ class DnsLookup:
         return self._resolver
 
     async def __call__(self, name: str) -> DnsAnswer:
+        import dns.exception
+        import dns.resolver
+
         try:
             resolver = self._get()
             try:

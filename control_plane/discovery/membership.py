@@ -26,8 +26,10 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
+if TYPE_CHECKING:  # redis is imported when a REDIS_URL is first used (issue 20)
+    import redis.asyncio as aioredis
 
 __all__ = ["FleetMembership", "MembershipStatus"]
 
@@ -88,6 +90,8 @@ class FleetMembership:
         if self._url is None:
             self._publish(1, dict(local), None)
             return
+        import redis.asyncio as aioredis  # loaded only with a Redis URL
+
         if self._client is None:
             self._client = aioredis.Redis.from_url(
                 self._url, socket_timeout=self.interval_s, socket_connect_timeout=self.interval_s
@@ -147,10 +151,12 @@ class FleetMembership:
         Redis or while it cannot answer."""
         if self._url is None or self._client is None:
             return None
+        from redis.exceptions import RedisError  # loaded: there is a client
+
         now_ms = int(time.time() * 1000)
         try:
             raw = await self._client.hgetall(self._key(f"counters:{ident}"))
-        except (aioredis.RedisError, OSError):
+        except (RedisError, OSError):
             return None
         members = allowed = limited = 0
         for value in raw.values():

@@ -12,8 +12,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from control_plane.model import Integration, RateBucket
 from control_plane.registry.rate_rules import GLOBAL_UNITS
 from control_plane.xds.translate.global_limit import DOMAIN, INTEGRATION_KEY, TENANT_KEY
@@ -23,6 +21,8 @@ __all__ = ["GlobalUsage"]
 
 class GlobalUsage:
     def __init__(self, redis_url: str, *, key_prefix: str = "", timeout_s: float = 0.5) -> None:
+        import redis.asyncio as aioredis  # constructed only with a Redis URL (issue 20)
+
         self._client = aioredis.Redis.from_url(
             redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
@@ -53,9 +53,11 @@ class GlobalUsage:
             if tenant is not None:
                 entries.append((TENANT_KEY, tenant))
             keys.append(self._key(entries, bucket, now))
+        from redis.exceptions import RedisError  # loaded by the constructor
+
         try:
             values = await self._client.mget(keys)
-        except (aioredis.RedisError, OSError) as exc:
+        except (RedisError, OSError) as exc:
             return {"source": "redis", "error": str(exc) or type(exc).__name__}
 
         def figures(bucket: RateBucket, raw: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 
@@ -40,16 +41,35 @@ class LiveFeed:
         self._changed = asyncio.Condition()
         self._poked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._warming: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+
+    def _stale(self, max_age_s: float) -> bool:
+        return self.latest is None or time.monotonic() - self.produced_at > max_age_s
 
     async def current(self, max_age_s: float) -> object:
         """``latest`` when younger than ``max_age_s``, else a fresh production."""
-        if self.latest is None or time.monotonic() - self.produced_at > max_age_s:
-            await self._run_once()
+        if self._stale(max_age_s):
+            await self._run_once(max_age_s)
         return self.latest
 
-    async def _run_once(self) -> None:
+    def warm(self) -> None:
+        """Start the first production in the background, once (later ones are the
+        subscribers' or :meth:`current`'s): a :meth:`current` soon after waits for it
+        instead of producing a second one."""
+        if self._warming is None and self.latest is None and not self.closed:
+            self._warming = asyncio.create_task(self._warm(), name="live-feed-warm")
+
+    async def _warm(self) -> None:
+        try:
+            await self.current(max_age_s=math.inf)
+        except Exception:
+            log.exception("live feed: the first production failed")
+
+    async def _run_once(self, max_age_s: float | None = None) -> None:
         async with self._lock:  # one production at a time, whoever asks
+            if max_age_s is not None and not self._stale(max_age_s):
+                return  # made while this caller waited for the lock: one is enough
             value = await self.produce()
             self.latest, self.produced_at = value, time.monotonic()
             self.version += 1
@@ -101,6 +121,10 @@ class LiveFeed:
             self._changed.notify_all()
 
     async def stop(self) -> None:
+        if self.closed and self._warming is not None:
+            warming, self._warming = self._warming, None
+            warming.cancel()
+            await asyncio.gather(warming, return_exceptions=True)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

@@ -18,16 +18,14 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
-
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from typing import TYPE_CHECKING, Any
 
 from control_plane.events.bus import Handler, Message, PublishError, Subscription, encode
 from control_plane.events.bus import is_pattern as _is_pattern
 from control_plane.settings import redact_url
+
+if TYPE_CHECKING:  # redis is imported when a bus is built for a REDIS_URL (issue 20)
+    import redis.asyncio as aioredis
 
 __all__ = ["RedisBus"]
 
@@ -36,7 +34,11 @@ log = logging.getLogger(__name__)
 # Jitter from a private generator: the global `random` state stays untouched.
 _JITTER = random.Random()  # noqa: S311 - jitter, not crypto
 
-_ERRORS = (RedisError, OSError, TimeoutError)
+
+def _errors() -> tuple[type[BaseException], ...]:
+    from redis.exceptions import RedisError
+
+    return (RedisError, OSError, TimeoutError)
 
 
 class RedisBus:
@@ -54,6 +56,7 @@ class RedisBus:
         self.backoff_max_s = backoff_max_s
         self.connect_timeout_s = connect_timeout_s
         self.command_timeout_s = command_timeout_s
+        self._errors = _errors()  # what a lost Redis raises (imports redis: it is used)
         self.on_connected: list[Callable[[], None]] = []
         self.stats = {"published": 0, "publish_failures": 0, "received": 0, "reconnects": 0}
         self._subs: list[Subscription] = []
@@ -76,6 +79,10 @@ class RedisBus:
         if self._started:
             return
         self._started = True
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialBackoff
+
         self._publisher = aioredis.Redis.from_url(
             self.url,
             socket_connect_timeout=self.connect_timeout_s,
@@ -94,7 +101,7 @@ class RedisBus:
             await asyncio.gather(task, return_exceptions=True)
         publisher, self._publisher = self._publisher, None
         if publisher is not None:
-            with contextlib.suppress(*_ERRORS):
+            with contextlib.suppress(*self._errors):
                 await publisher.aclose()
 
     async def publish(self, envelope: Mapping[str, Any]) -> None:
@@ -105,7 +112,7 @@ class RedisBus:
             raise PublishError("Redis subscriptions are not live yet")
         try:
             await self._publisher.publish(channel, body)
-        except _ERRORS as exc:
+        except self._errors as exc:
             self.stats["publish_failures"] += 1
             raise PublishError(f"Redis publish failed: {type(exc).__name__}: {exc}") from exc
         self.stats["published"] += 1
@@ -126,7 +133,7 @@ class RedisBus:
                 await self._session()
             except asyncio.CancelledError:
                 raise
-            except _ERRORS as exc:
+            except self._errors as exc:
                 self._listening = False
                 delay = backoff * _JITTER.uniform(0.5, 1.0)
                 log.warning(
@@ -146,6 +153,8 @@ class RedisBus:
                 return
 
     async def _session(self) -> None:
+        import redis.asyncio as aioredis
+
         client = aioredis.Redis.from_url(
             self.url,
             socket_connect_timeout=self.connect_timeout_s,
@@ -176,9 +185,9 @@ class RedisBus:
                     await self._dispatch(message)
         finally:
             self._listening = False
-            with contextlib.suppress(*_ERRORS):
+            with contextlib.suppress(*self._errors):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
-            with contextlib.suppress(*_ERRORS):
+            with contextlib.suppress(*self._errors):
                 await client.aclose()
 
     def _connected(self) -> None:

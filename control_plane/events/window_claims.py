@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import logging
 
-import redis.asyncio as aioredis
-
 __all__ = ["WindowClaims"]
 
 log = logging.getLogger(__name__)
@@ -22,6 +20,8 @@ log = logging.getLogger(__name__)
 
 class WindowClaims:
     def __init__(self, redis_url: str, fleet: str, *, timeout_s: float = 0.5) -> None:
+        import redis.asyncio as aioredis  # constructed only with a Redis URL (issue 20)
+
         self._client = aioredis.Redis.from_url(
             redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
@@ -33,13 +33,15 @@ class WindowClaims:
         """(publish?, the fleet's count in this window so far, this replica's included)."""
         key = f"integration-service:events:{self._fleet}:{event_type}:{subject}:{window}"
         ttl = max(1, int(ttl_s * 2))
+        from redis.exceptions import RedisError  # loaded by the constructor
+
         try:
             pipe = self._client.pipeline(transaction=True)
             pipe.incrby(f"{key}:count", count)
             pipe.expire(f"{key}:count", ttl)
             pipe.set(f"{key}:claim", "1", nx=True, ex=ttl)
             total, _, first = await pipe.execute()
-        except (aioredis.RedisError, OSError) as exc:
+        except (RedisError, OSError) as exc:
             log.warning(
                 "event window claim failed; publishing from this replica",
                 extra={"event_type": event_type, "error": str(exc) or type(exc).__name__},

@@ -19,14 +19,15 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import jwt
-from jwt import PyJWK
 
 from control_plane.security.api_keys import AuthError
 from control_plane.security.principal import ROLES, Principal, role_rank
+
+if TYPE_CHECKING:  # pyjwt (and cryptography) load when a JWKS or a token is first read
+    from jwt import PyJWK
 
 __all__ = ["SAFE_ALGORITHMS", "JwksCache", "JwtConfig", "JwtVerifier", "parse_algorithms"]
 
@@ -120,27 +121,32 @@ class JwksCache:
                 extra={"url": self.url, "error": f"{type(exc).__name__}: {exc}"},
             )
             return
+        import jwt
+
         keys: dict[str, PyJWK] = {}
         for raw in document.get("keys", []) if isinstance(document, dict) else []:
             if not isinstance(raw, dict) or not raw.get("kid") or raw.get("use", "sig") != "sig":
                 continue
             try:
-                keys[str(raw["kid"])] = PyJWK.from_dict(raw)
+                keys[str(raw["kid"])] = jwt.PyJWK.from_dict(raw)
             except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
                 continue  # a key type we cannot use (e.g. symmetric) is skipped
         self._keys = keys
         log.info("JWKS fetched", extra={"url": self.url, "kids": sorted(keys)})
 
 
-_REASONS: Sequence[tuple[type[Exception], str]] = (
-    (jwt.ExpiredSignatureError, "token expired"),
-    (jwt.ImmatureSignatureError, "token not yet valid"),
-    (jwt.InvalidAudienceError, "token audience not accepted"),
-    (jwt.InvalidIssuerError, "token issuer not accepted"),
-    (jwt.MissingRequiredClaimError, "token lacks a required claim"),
-    (jwt.InvalidSignatureError, "token signature invalid"),
-    (jwt.InvalidAlgorithmError, "token algorithm not allowed"),
-)
+def _reasons() -> Sequence[tuple[type[Exception], str]]:
+    import jwt
+
+    return (
+        (jwt.ExpiredSignatureError, "token expired"),
+        (jwt.ImmatureSignatureError, "token not yet valid"),
+        (jwt.InvalidAudienceError, "token audience not accepted"),
+        (jwt.InvalidIssuerError, "token issuer not accepted"),
+        (jwt.MissingRequiredClaimError, "token lacks a required claim"),
+        (jwt.InvalidSignatureError, "token signature invalid"),
+        (jwt.InvalidAlgorithmError, "token algorithm not allowed"),
+    )
 
 
 class JwtVerifier:
@@ -151,6 +157,8 @@ class JwtVerifier:
         )
 
     async def verify(self, token: str) -> Principal:
+        import jwt
+
         cfg = self.config
         try:
             header = jwt.get_unverified_header(token)
@@ -178,7 +186,7 @@ class JwtVerifier:
                 options={"require": ["exp", "iss", "aud", "sub"]},
             )
         except jwt.PyJWTError as exc:
-            for kind, reason in _REASONS:
+            for kind, reason in _reasons():
                 if isinstance(exc, kind):
                     raise AuthError(reason) from None
             raise AuthError("token invalid") from None

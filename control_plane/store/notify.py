@@ -22,9 +22,10 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import asyncpg
+if TYPE_CHECKING:  # asyncpg loads with the PostgreSQL store, which builds the listener
+    import asyncpg
 
 __all__ = [
     "CHANNEL",
@@ -43,7 +44,7 @@ NOTIFY = "SELECT pg_notify(?, ?)"
 # Names the listener's backend in pg_stat_activity.
 APPLICATION_NAME = "integration-service-registry-listener"
 
-Connect = Callable[[], Awaitable[asyncpg.Connection]]
+Connect = Callable[[], Awaitable["asyncpg.Connection"]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,6 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import jwt
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
@@ -76,6 +75,8 @@ def _client_auth(
         "exp": int(now) + 60,
         "jti": uuid.uuid4().hex,
     }
+    import jwt  # pyjwt (and cryptography) only for private_key_jwt clients (issue 20)
+
     assertion = jwt.encode(claims, values["client_assertion_key"], grant.assertion_algorithm)
     return {
         "client_id": client_id,

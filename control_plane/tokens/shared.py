@@ -13,11 +13,13 @@ import json
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from control_plane.registry.token_mode import TokenGrant
-from control_plane.tokens.cipher import TokenCipher
 from control_plane.tokens.schedule import Minted
+
+if TYPE_CHECKING:  # the cipher (cryptography) is built only when tokens are shared
+    from control_plane.tokens.cipher import TokenCipher
 
 __all__ = ["SharedTokens"]
 

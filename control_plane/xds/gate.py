@@ -29,8 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-
 from control_plane.registry.workloads import Workload, WorkloadBook
 
 __all__ = ["Peer", "TlsFiles", "TlsGate", "certificate_sans"]
@@ -80,6 +78,10 @@ class Peer:
 
 def certificate_sans(der: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The URI and DNS subject alternative names of a DER certificate."""
+    # cryptography loads with the first client certificate, not with the module: only the
+    # shared topology's gate reads certificates (issue 20).
+    from cryptography import x509
+
     cert = x509.load_der_x509_certificate(der)
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -19,7 +19,6 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
-from aiohttp_sse import sse_response
 
 from control_plane.api.caller import sees
 from control_plane.api.openapi.spec import operation, query
@@ -99,6 +98,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
         sent = {r.id: data.html[r.id] for r in data.rows.values() if sees(request, r.tenant)}
     feed.join()
     try:
+        from aiohttp_sse import sse_response  # with the first stream opened (issue 20)
+
         async with sse_response(request, ping_interval=PING_S, send_timeout=10.0) as sse:
             seen = -1
             while sse.is_connected() and not feed.closed:

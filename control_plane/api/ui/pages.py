@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import aiohttp_jinja2
 from aiohttp import web
 
 from control_plane.api.cache import cache_body
@@ -27,6 +26,7 @@ from control_plane.api.openapi.spec import Json, operation, response
 from control_plane.api.probing import health_body
 from control_plane.api.rate_limit import rate_limit_view
 from control_plane.api.status import status_body
+from control_plane.api.ui.renderer import TEMPLATES
 from control_plane.api.ui.rows import Row
 from control_plane.keys import EVENTS, PIPELINE, RATE_SAMPLES, SECURITY, SIDECAR, UI_FEED
 from control_plane.model import Integration
@@ -71,7 +71,7 @@ class Overview:
 
 def render_row(app: web.Application, row: Row) -> str:
     """One ``<tr>``, rendered once per change and shared by every page that shows it."""
-    return aiohttp_jinja2.get_env(app).get_template("row.html").render(row=row)
+    return app[TEMPLATES].render("row.html", {"row": row})
 
 
 @routes.get("/ui")
@@ -87,7 +87,10 @@ async def shell(request: web.Request) -> web.Response:
     assets = {name: f"/ui/static/{name}?v={_static(name)[1]}" for name in _asset_names()}
     security = request.app.get(SECURITY)
     auth = "required" if security is not None and security.enabled else "disabled"
-    return aiohttp_jinja2.render_template("index.html", request, {"assets": assets, "auth": auth})
+    # The fragments this shell loads next need the overview: the first shell served starts
+    # the first production (it compiles the templates and renders every row), once.
+    request.app[UI_FEED].warm()
+    return request.app[TEMPLATES].response("index.html", {"assets": assets, "auth": auth})
 
 
 def _asset_names() -> tuple[str, ...]:
@@ -161,7 +164,7 @@ async def overview(request: web.Request) -> web.Response:
         "role": principal.role if principal else "admin",
         "tenant": principal.tenant if principal else "*",
     }
-    return aiohttp_jinja2.render_template("overview.html", request, context)
+    return request.app[TEMPLATES].response("overview.html", context)
 
 
 def allowed_actions(request: web.Request, item: Integration) -> list[dict[str, str]]:
@@ -231,4 +234,4 @@ async def detail(request: web.Request) -> web.Response:
         "actions": allowed_actions(request, item),
         "pretty": _pretty,
     }
-    return aiohttp_jinja2.render_template("detail.html", request, context)
+    return request.app[TEMPLATES].response("detail.html", context)

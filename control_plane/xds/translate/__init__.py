@@ -12,6 +12,7 @@ stat prefix are all the integration id.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from adapters import adapter_for
 from control_plane.model import Integration
@@ -29,7 +30,6 @@ from control_plane.xds.translate.options import (
 )
 from control_plane.xds.translate.routes import route_configuration
 from control_plane.xds.translate.secrets import SecretBook
-from control_plane.xds.translate.static import render_static_bootstrap
 
 __all__ = [
     "CLUSTER",
@@ -45,6 +45,15 @@ __all__ = [
     "render_static_bootstrap",
     "translate",
 ]
+
+
+def render_static_bootstrap(resources: Resources, admin_port: int) -> dict[str, Any]:
+    """``static.render_static_bootstrap``, imported when first called: the bootstrap
+    message types (``bootstrap_pb2`` and what it names) serve ``render`` only, never the
+    running service (issue 20)."""
+    from control_plane.xds.translate.static import render_static_bootstrap as render
+
+    return render(resources, admin_port)
 
 
 def check_ports(enabled: Sequence[Integration]) -> None:

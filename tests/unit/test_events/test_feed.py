@@ -56,6 +56,32 @@ async def test_poke_produces_sooner_and_current_reuses_a_fresh_value() -> None:
     await feed.leave()
 
 
+async def test_warm_starts_the_first_production_once_and_current_waits_for_it() -> None:
+    calls = 0
+    release = asyncio.Event()
+
+    async def produce() -> int:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return calls
+
+    feed = LiveFeed(produce, interval_s=30.0)
+    feed.warm()
+    feed.warm()  # one first production, however many shells are served
+    await asyncio.sleep(0.05)
+    assert calls == 1
+    waiting = asyncio.create_task(feed.current(max_age_s=10))
+    await asyncio.sleep(0.05)
+    release.set()
+    assert await waiting == 1, "the production in progress, not a second one"
+    assert calls == 1
+    feed.warm()  # there is a production: nothing to warm
+    await asyncio.sleep(0.05)
+    assert calls == 1
+    await feed.close()
+
+
 async def test_recent_events_by_integration_newest_first_and_bounded() -> None:
     recent = RecentEvents(per_integration=3)
     heard: list[str] = []
