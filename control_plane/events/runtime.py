@@ -77,11 +77,16 @@ async def sidecar_stats(link: SidecarLink) -> Mapping[str, float]:
     integrations it took 120-290 ms there (most of it naming every counter to match the
     regex), and the updates that arrived meanwhile waited: the periodic stall of the
     propagation benchmark (issue 20). With ``usedonly`` Envoy skips stats never written
-    first (35-55 ms). What that leaves out is zero, so the sample is completed: for each
-    cluster Envoy has (its ``membership_total``), every watched stat it lacks is 0.
+    first (35-55 ms), and asked for one store at a time (counters, then gauges) each request
+    holds the thread half as long. What that leaves out is zero, so the sample is completed:
+    for each cluster Envoy has (its ``membership_total``), every watched stat it lacks is 0.
     """
     async with link.admin(timeout=2.0) as admin:
-        used = await admin.stats(_USED_STATS, used_only=True)
+        # Counters, then gauges: two requests of about half the time each (15-17 ms at 1,000
+        # integrations, against 36 ms for one asking for both): an xDS update that arrives
+        # during a poll waits for at most one of them.
+        used = await admin.stats(_USED_STATS, used_only=True, kind="Counters")
+        used.update(await admin.stats(_USED_STATS, used_only=True, kind="Gauges"))
     sample: dict[str, float] = {}
     for name, value in used.items():
         if name.startswith("cluster.") and name.endswith(".membership_total"):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import aiohttp
 
@@ -22,7 +22,11 @@ __all__ = [
     "EnvoyAdminError",
     "HostStatus",
     "ServerInfo",
+    "StatKind",
 ]
+
+# ``/stats?type=``: one of Envoy's stat stores.
+StatKind = Literal["Counters", "Gauges"]
 
 # HostHealthStatus booleans (envoy/admin/v3/clusters.proto) mapped to the names of Envoy's
 # Host::HealthFlag enum, which is how the text form of /clusters prints them
@@ -260,19 +264,29 @@ class EnvoyAdmin:
         )
 
     async def _stats_entries(
-        self, pattern: str | None = None, *, used_only: bool = False
+        self,
+        pattern: str | None = None,
+        *,
+        used_only: bool = False,
+        kind: StatKind | None = None,
     ) -> list[dict[str, Any]]:
         params = {"format": "json"}
         if pattern is not None:
             params["filter"] = pattern  # RE2, matched by Envoy against each stat name
         if used_only:
             params["usedonly"] = ""  # only stats written at least once
+        if kind is not None:
+            params["type"] = kind  # one kind of stat: Envoy walks only that store
         raw = await self._get_json("/stats", params)
         entries: list[dict[str, Any]] = raw.get("stats", [])
         return entries
 
     async def stats(
-        self, pattern: str | None = None, *, used_only: bool = False
+        self,
+        pattern: str | None = None,
+        *,
+        used_only: bool = False,
+        kind: StatKind | None = None,
     ) -> dict[str, int | float]:
         """``GET /stats?format=json``: counters and gauges by name.
 
@@ -282,10 +296,11 @@ class EnvoyAdmin:
         one that applies xDS updates — and our event loop 150-200 ms to build and decode.
         ``used_only`` (``usedonly``) leaves out stats never written (still zero); Envoy
         checks that before it builds a stat's name for the regex, which is most of a
-        filtered request's cost.
+        filtered request's cost. ``kind`` (``type``): only counters or only gauges, so
+        Envoy walks one of its stores (each about half of the request's time).
         """
         result: dict[str, int | float] = {}
-        for entry in await self._stats_entries(pattern, used_only=used_only):
+        for entry in await self._stats_entries(pattern, used_only=used_only, kind=kind):
             value = entry.get("value")
             if "name" in entry and isinstance(value, int | float) and not isinstance(value, bool):
                 result[str(entry["name"])] = value
