@@ -97,7 +97,10 @@ def fast_load(text: str, limits: YamlLimits) -> Loaded | None:
     parser = CParser(text)
     try:
         return Loaded(_build(parser.get_event, limits))
-    except (_Unsupported, yaml.YAMLError, RecursionError):
+    except (_Unsupported, yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError):
+        # A scalar PyYAML cannot construct (``0x_``, ``2001-13-45``) raises here as soon as
+        # it is read; the full loader reads the whole document first and reports an earlier
+        # syntax error or limit in its own words, or the same problem.
         return None
     finally:
         parser.dispose()

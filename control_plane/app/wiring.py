@@ -278,15 +278,15 @@ async def run_service(settings: Settings, *, with_envoy: bool = True) -> int:
     gc.disable()  # until the start-up heap is built (see _freeze_startup_heap)
     try:
         await runner.setup()  # start-up contexts done: store open, first snapshot built
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
     except BaseException:
         gc.enable()
         raise
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
     loop = asyncio.get_running_loop()
     # A moment later, so that the full collection it makes (0.1 s at 10,000 integrations)
     # does not hold up the first snapshot's delivery to the Envoys already connecting.
-    loop.call_later(_FREEZE_DELAY_S, _freeze_startup_heap)
+    freeze = loop.call_later(_FREEZE_DELAY_S, _freeze_startup_heap)
     log.info("integration service started", extra={"settings": settings.describe()})
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -300,6 +300,8 @@ async def run_service(settings: Settings, *, with_envoy: bool = True) -> int:
 
     loop.add_signal_handler(signal.SIGHUP, _reload)
     await stop.wait()
+    freeze.cancel()
+    gc.enable()  # when stopped within the delay
     log.info("shutting down")
     await runner.cleanup()
     return 0

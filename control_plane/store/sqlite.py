@@ -160,6 +160,8 @@ class SqliteStore(SqlIntegrationStore, SqlOutboxStore, SqlApiKeyStore, SqlAuditS
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self._checkpointer: asyncio.Task[None] | None = None
+        # The worker thread of the checkpoint in progress (close waits for it).
+        self._checkpointing: asyncio.Future[tuple[int, int, int]] | None = None
         # Checkpoints made by the background task (a figure for tests and debugging).
         self.checkpoints = 0
 
@@ -170,13 +172,18 @@ class SqliteStore(SqlIntegrationStore, SqlOutboxStore, SqlApiKeyStore, SqlAuditS
     # -- lifecycle -------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._conn is not None:
-            return
-        try:
-            self._conn = await asyncio.to_thread(self._connect)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreUnavailableError(f"cannot open SQLite store {self._path}: {exc}") from exc
-        self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="sqlite-checkpoint")
+        async with self._lock:  # two concurrent opens make one connection, one checkpointer
+            if self._conn is not None:
+                return
+            try:
+                self._conn = await asyncio.to_thread(self._connect)
+            except (OSError, sqlite3.Error) as exc:
+                raise StoreUnavailableError(
+                    f"cannot open SQLite store {self._path}: {exc}"
+                ) from exc
+            self._checkpointer = asyncio.create_task(
+                self._checkpoint_loop(), name="sqlite-checkpoint"
+            )
 
     def _connect(self) -> sqlite3.Connection:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -206,6 +213,11 @@ class SqliteStore(SqlIntegrationStore, SqlOutboxStore, SqlApiKeyStore, SqlAuditS
         if task is not None:
             task.cancel()
             await asyncio.wait({task})
+        running = self._checkpointing
+        if running is not None:  # its worker thread goes on when the task is cancelled
+            await asyncio.wait({running})
+            if not running.cancelled() and running.exception() is not None:
+                log.warning("SQLite checkpoint failed", extra={"error": str(running.exception())})
         async with self._lock:
             conn, self._conn = self._conn, None
             if conn is not None:
@@ -223,7 +235,13 @@ class SqliteStore(SqlIntegrationStore, SqlOutboxStore, SqlApiKeyStore, SqlAuditS
 
     async def checkpoint(self) -> tuple[int, int, int]:
         """Checkpoint the log now (in a worker thread; store calls go on meanwhile)."""
-        result = await asyncio.to_thread(self._checkpoint)
+        running = asyncio.ensure_future(asyncio.to_thread(self._checkpoint))
+        self._checkpointing = running
+        try:
+            result = await asyncio.shield(running)
+        finally:
+            if running.done():
+                self._checkpointing = None
         self.checkpoints += 1
         return result
 
@@ -232,7 +250,9 @@ class SqliteStore(SqlIntegrationStore, SqlOutboxStore, SqlApiKeyStore, SqlAuditS
             await asyncio.sleep(self._checkpoint_interval)
             try:
                 await self.checkpoint()
-            except sqlite3.Error as exc:  # the next round tries again; writes are unaffected
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the next round tries again; writes are unaffected
                 log.warning("SQLite checkpoint failed", extra={"error": str(exc)})
 
     async def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:

@@ -139,10 +139,17 @@ def test_every_shipped_yaml_file_loads_the_same() -> None:
         "=: 1\n",
         "[" * 70 + "]" * 70,  # deeper than the limit
         "a: [1,\n",  # a syntax error
+        "a: 0x_\nb: [1\n",  # a scalar PyYAML cannot construct, then a syntax error
+        "a: 2001-13-45\n",
     ],
 )
 def test_what_it_leaves_to_the_full_loader(text: str) -> None:
     assert fast_load(text, DEFAULT_LIMITS) is None
+
+
+def test_a_bad_scalar_before_a_syntax_error_is_reported_as_the_full_loader_does() -> None:
+    doc = load_marked("a: 0x_\nb: [1\n", "f.yaml")
+    assert [p.message.split(":")[0] for p in doc.problems] == ["YAML syntax error"]
 
 
 def test_limits_are_those_of_the_full_loader() -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
+
+import pytest
 
 from control_plane.store.sqlite import SqliteStore
 from tests.integration.test_store.samples import doc
@@ -53,3 +56,56 @@ async def test_the_loop_checkpoints_on_its_interval_and_close_stops_it(tmp_path:
     await store.open()  # reopens with its checkpointer, the data intact
     assert (await store.get("a")) is not None
     await store.close()
+
+
+async def test_concurrent_opens_make_one_checkpointer(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "registry.sqlite3", checkpoint_interval=0.05)
+    await asyncio.gather(store.open(), store.open())
+    await store.close()
+    after = store.checkpoints
+    await asyncio.sleep(0.3)
+    assert store.checkpoints == after  # no checkpointer left running on the closed store
+
+
+async def test_close_waits_for_a_checkpoint_in_progress(tmp_path: Path) -> None:
+    progress: list[str] = []
+
+    class Slow(SqliteStore):
+        def _checkpoint(self) -> tuple[int, int, int]:
+            progress.append("started")
+            time.sleep(0.3)
+            result = super()._checkpoint()
+            progress.append("finished")
+            return result
+
+    store = Slow(tmp_path / "registry.sqlite3", checkpoint_interval=0.01)
+    await store.open()
+    for _ in range(100):
+        if progress:
+            break
+        await asyncio.sleep(0.01)
+    assert progress == ["started"]  # running in its worker thread
+    await store.close()
+    assert progress == ["started", "finished"]  # close returned only after it
+
+
+async def test_a_failing_checkpoint_is_logged_and_the_loop_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = 0
+
+    class Failing(SqliteStore):
+        def _checkpoint(self) -> tuple[int, int, int]:
+            nonlocal calls
+            calls += 1
+            raise OSError("disk gone")
+
+    store = Failing(tmp_path / "registry.sqlite3", checkpoint_interval=0.02)
+    await store.open()
+    for _ in range(100):
+        if calls >= 3:
+            break
+        await asyncio.sleep(0.02)
+    await store.close()
+    assert calls >= 3
+    assert "SQLite checkpoint failed" in caplog.text
