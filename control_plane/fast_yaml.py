@@ -141,20 +141,13 @@ def _build(get: Any, limits: YamlLimits) -> Any:
                     value = resolve(text)
             else:
                 value = text
-            if is_map:
-                if key is _NO_KEY:
-                    # compared by text, as the full loader's duplicate-key check does
-                    if text in keys:
-                        raise _Unsupported("duplicate key")
-                    keys.add(text)
-                    key = value
-                else:
-                    container[key] = value
-                    key = _NO_KEY
-            elif container is not None:
-                container.append(value)
-            else:
-                result = value
+            if is_map and key is _NO_KEY:
+                # a key (scalars only): compared by text, as the full loader's check does
+                if text in keys:
+                    raise _Unsupported("duplicate key")
+                keys.add(text)
+                key = value
+                continue
         elif kind is MappingStartEvent or kind is SequenceStartEvent:
             if event.anchor is not None or event.tag is not None:
                 raise _Unsupported("anchor or tag")
@@ -168,22 +161,24 @@ def _build(get: Any, limits: YamlLimits) -> Any:
             container = {} if is_map else []
             key = _NO_KEY
             keys = set()
+            continue
         elif kind is MappingEndEvent or kind is SequenceEndEvent:
-            value = container
+            value = container  # a value: a collection is never a key (refused above)
             container, is_map, key, keys = stack.pop()
-            if is_map:  # a collection is never a key (refused above): this is a value
-                container[key] = value
-                key = _NO_KEY
-            elif container is not None:
-                container.append(value)
-            else:
-                result = value
         elif kind is DocumentEndEvent:
             if not isinstance(get(), StreamEndEvent):
                 raise _Unsupported("more than one document")
             return result
         else:  # an alias, or anything unforeseen
             raise _Unsupported(kind.__name__)
+        # ``value`` (a scalar or a closed collection) goes where the open collection wants it
+        if is_map:
+            container[key] = value
+            key = _NO_KEY
+        elif container is not None:
+            container.append(value)
+        else:
+            result = value
 
 
 _NO_KEY: Any = object()

@@ -173,9 +173,17 @@ _MemoValidator: Any = validators.extend(  # type: ignore[no-untyped-call]
 )
 
 
+# id of a schema -> (the schema, kept alive; whether the memo may serve it). The registry's
+# schemas are built once (``functools.cache``): checked once, not on every validation.
+_SAFE: dict[int, tuple[Mapping[str, Any], bool]] = {}
+
+
 def _memo_safe(schema: Mapping[str, Any]) -> bool:
-    text = json.dumps(schema)
-    return not any(f'"{word}"' in text for word in _CONTEXTUAL)
+    known = _SAFE.get(id(schema))
+    if known is None or known[0] is not schema:
+        text = json.dumps(schema)
+        known = _SAFE[id(schema)] = (schema, not any(f'"{w}"' in text for w in _CONTEXTUAL))
+    return known[1]
 
 
 @contextlib.contextmanager

@@ -274,32 +274,32 @@ def references(resources: dict[str, dict[str, Message]]) -> References:
     socket and an SDS secret in any extension (e.g. ``credential_injector`` generic/OAuth2
     credentials) are found.
     """
-    _load_extensions()
     endpoints: set[str] = set()
     routes: set[str] = set()
     secrets: set[str] = set()
-    for resource in resources.get(CLUSTER, {}).values():
-        endpoints |= eds_names(resource)
-        _collect(resource, secrets, None)
-    for resource in resources.get(LISTENER, {}).values():
-        _collect(resource, secrets, routes)
+    for type_url in (CLUSTER, LISTENER):
+        for resource in resources.get(type_url, {}).values():
+            found = resource_references(type_url, resource)
+            endpoints |= found.endpoints
+            routes |= found.routes
+            secrets |= found.secrets
     return References(frozenset(endpoints), frozenset(routes), frozenset(secrets))
 
 
-def resource_references(type_url: str, resource: Message) -> References:
-    """``references({type_url: {name: resource}})`` of one resource, without the maps."""
-    if type_url == CLUSTER:
-        _load_extensions()
-        secrets: set[str] = set()
-        _collect(resource, secrets, None)
-        return References(frozenset(eds_names(resource)), _NO_NAMES, frozenset(secrets))
-    if type_url == LISTENER:
-        _load_extensions()
-        secrets = set()
-        routes: set[str] = set()
-        _collect(resource, secrets, routes)
-        return References(_NO_NAMES, frozenset(routes), frozenset(secrets))
-    return References()
-
-
 _NO_NAMES: Final[frozenset[str]] = frozenset()
+
+
+def resource_references(type_url: str, resource: Message) -> References:
+    """The names one resource of ``type_url`` references (only clusters and listeners
+    reference others; a cluster's route tables are never read)."""
+    if type_url not in (CLUSTER, LISTENER):
+        return References()
+    _load_extensions()
+    secrets: set[str] = set()
+    routes: set[str] | None = set() if type_url == LISTENER else None
+    _collect(resource, secrets, routes)
+    return References(
+        frozenset(eds_names(resource)) if type_url == CLUSTER else _NO_NAMES,
+        frozenset(routes) if routes else _NO_NAMES,
+        frozenset(secrets),
+    )
