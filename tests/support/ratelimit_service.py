@@ -9,15 +9,14 @@ repeatable on the same ports (outage tests).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
 from tests.support.ports import free_port
+from tests.support.processes import stop_process, wait_listening
 
 __all__ = ["RateLimitService", "ratelimit_binary"]
 
@@ -78,26 +77,11 @@ class RateLimitService:
             self.process = subprocess.Popen(
                 [self.binary], env=self.environment(), stdout=out, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.grpc_port), timeout=0.5).close()
-                return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"ratelimit did not start:\n{log.read_text()}") from None
-                time.sleep(0.05)
+        wait_listening(self.process, self.grpc_port, log, "ratelimit", deadline_s=20)
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop_process(process)
 
     def debug(self, path: str) -> str:
         """A page of the debug port (``/rlconfig``: the loaded config; ``/stats``)."""

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support.ports import free_port
+from tests.support.processes import stop_process, wait_listening
 
 __all__ = ["RedisUnavailable", "running_redis"]
 
@@ -33,23 +32,8 @@ def running_redis(*extra_args: str, base_dir: Path | None = None) -> Iterator[in
     with (workdir / "redis.log").open("wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"redis-server did not start:\n{(workdir / 'redis.log').read_text()}"
-                    ) from None
-                time.sleep(0.05)
+        wait_listening(process, port, workdir / "redis.log", "redis-server")
         yield port
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop_process(process)
         shutil.rmtree(workdir, ignore_errors=True)
