@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from tests.support.serving import serving
+
 __all__ = ["Issuer", "SigningKey", "hs256_with_public_key", "running_issuer", "unsigned_token"]
 
 AUDIENCE = "https://integration-service.test/api"
@@ -145,13 +147,6 @@ async def running_issuer(*keys: SigningKey) -> AsyncIterator[Issuer]:
 
     app = web.Application()
     app.router.add_get("/.well-known/jwks.json", jwks)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    issuer.url = f"http://127.0.0.1:{port}/"
-    try:
+    async with serving(app) as port:
+        issuer.url = f"http://127.0.0.1:{port}/"
         yield issuer
-    finally:
-        await runner.cleanup()

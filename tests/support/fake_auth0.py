@@ -19,6 +19,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from tests.support.serving import serving
+
 __all__ = ["FakeAuth0", "running_fake_auth0"]
 
 KID = "fake-auth0-key-1"
@@ -93,12 +95,5 @@ async def running_fake_auth0(client_id: str, client_secret: str) -> AsyncIterato
     app.router.add_get("/.well-known/openid-configuration", fake.discovery)
     app.router.add_get("/.well-known/jwks.json", fake.jwks)
     app.router.add_post("/oauth/token", fake.token)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    fake.port = runner.addresses[0][1]
-    try:
+    async with serving(app) as fake.port:
         yield fake
-    finally:
-        await runner.cleanup()

@@ -18,6 +18,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from tests.support.serving import serving
+
 __all__ = ["FakeS3", "running_fake_s3"]
 
 
@@ -106,12 +108,5 @@ async def running_fake_s3(
     fake = FakeS3(access_key_id, secret_access_key, buckets)
     app = web.Application()
     app.router.add_route("HEAD", "/{bucket}", fake.head_bucket)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    fake.port = runner.addresses[0][1]
-    try:
+    async with serving(app) as fake.port:
         yield fake
-    finally:
-        await runner.cleanup()

@@ -14,6 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.serving import serving
+
 __all__ = ["FakeStripe", "running_fake_stripe"]
 
 
@@ -55,12 +57,5 @@ async def running_fake_stripe(api_key: str) -> AsyncIterator[FakeStripe]:
     fake = FakeStripe(api_key)
     app = web.Application()
     app.router.add_get("/v1/balance", fake.balance)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    fake.port = runner.addresses[0][1]
-    try:
+    async with serving(app) as fake.port:
         yield fake
-    finally:
-        await runner.cleanup()

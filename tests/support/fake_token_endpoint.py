@@ -30,6 +30,8 @@ from urllib.parse import unquote
 import jwt
 from aiohttp import web
 
+from tests.support.serving import serving
+
 __all__ = ["FakeTokenEndpoint", "running_token_endpoint"]
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -165,13 +167,8 @@ async def running_token_endpoint(**options: Any) -> AsyncIterator[FakeTokenEndpo
     app = web.Application()
     app.router.add_post("/oauth/token", fake.token)
     app.router.add_route("*", "/{tail:.*}", fake.api)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    fake.port = runner.addresses[0][1]
-    try:
-        yield fake
-    finally:
-        fake.set_hang(False)
-        await runner.cleanup()
+    async with serving(app, shutdown_timeout=0.5) as fake.port:
+        try:
+            yield fake
+        finally:
+            fake.set_hang(False)

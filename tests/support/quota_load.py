@@ -17,6 +17,7 @@ from aiohttp import web
 
 from tests.support.ports import free_port
 from tests.support.ratelimit_service import RateLimitService
+from tests.support.serving import serving
 from tests.support.stack import Stack, running_stack
 from tests.support.waiting import wait_until
 
@@ -43,14 +44,8 @@ async def hits_upstream() -> AsyncIterator[Hits]:
     hits = Hits()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", hits.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    hits.port = runner.addresses[0][1]
-    try:
+    async with serving(app) as hits.port:
         yield hits
-    finally:
-        await runner.cleanup()
 
 
 def registry_yaml(upstream: Hits, ports: dict[str, int], rules: dict[str, str]) -> str:

@@ -12,6 +12,8 @@ from typing import Any
 import trustme
 from aiohttp import web
 
+from tests.support.serving import serving
+
 __all__ = ["TlsUpstream", "running_tls_upstream"]
 
 
@@ -44,12 +46,5 @@ async def running_tls_upstream(
     upstream = TlsUpstream()
     app = web.Application()
     app.router.add_get("/{tail:.*}", upstream.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-    await site.start()
-    upstream.port = runner.addresses[0][1]
-    try:
+    async with serving(app, ssl_context=context) as upstream.port:
         yield upstream
-    finally:
-        await runner.cleanup()

@@ -10,6 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.serving import serving
+
 __all__ = ["Upstream", "running_upstream"]
 
 
@@ -45,12 +47,5 @@ async def running_upstream(**options: Any) -> AsyncIterator[Upstream]:
     upstream = Upstream(**options)
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", upstream.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, upstream.host, 0)
-    await site.start()
-    upstream.port = runner.addresses[0][1]
-    try:
+    async with serving(app, host=upstream.host) as upstream.port:
         yield upstream
-    finally:
-        await runner.cleanup()
