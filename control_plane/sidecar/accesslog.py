@@ -129,8 +129,9 @@ class CacheLedger:
         """
         with self._lock:
             waiting = []
-            for integration_id in self._on_disk():
-                log = self._log(integration_id)
+            names = self._listing()
+            for integration_id in self._on_disk(names):
+                log = self._log(integration_id, names)
                 self._read(integration_id, log)
                 if not log.rotating and log.offset > max_bytes:
                     self._rename(integration_id, log)
@@ -154,11 +155,17 @@ class CacheLedger:
     def _path(self, integration_id: str, suffix: str) -> Path:
         return self.directory / f"{integration_id}{suffix}"
 
-    def _on_disk(self) -> list[str]:
+    def _listing(self) -> frozenset[str]:
+        """The directory's file names: one ``listdir`` answers, for every integration of a
+        round, which of its files exist (at 1,000 integrations, probing each file instead
+        held the event loop's GIL for 17-42 ms every round: issue 20)."""
         try:
-            names = os.listdir(self.directory)
+            return frozenset(os.listdir(self.directory))
         except FileNotFoundError:
-            return []
+            return frozenset()
+
+    @staticmethod
+    def _on_disk(names: frozenset[str]) -> list[str]:
         found = {
             name.removesuffix(suffix)
             for name in names
@@ -167,15 +174,25 @@ class CacheLedger:
         }
         return sorted(found)
 
-    def _log(self, integration_id: str) -> _Log:
+    def _log(self, integration_id: str, names: frozenset[str] | None = None) -> _Log:
         log = self._logs.get(integration_id)
         if log is None:
-            log = self._logs[integration_id] = self._load(integration_id)
+            log = self._logs[integration_id] = self._load(integration_id, names)
         return log
 
-    def _load(self, integration_id: str) -> _Log:
-        """The persisted counts, and what a previous run left mid-rotation."""
+    def _load(self, integration_id: str, names: frozenset[str] | None = None) -> _Log:
+        """The persisted counts, and what a previous run left mid-rotation. ``names``: the
+        directory's listing, when the caller has one (a file it lacks is not probed)."""
         log = _Log(CacheCounts())
+        if (
+            names is not None
+            and not {
+                integration_id + COUNTS_SUFFIX,
+                integration_id + ROTATED_SUFFIX,
+            }
+            & names
+        ):
+            return log
         with contextlib.suppress(OSError, ValueError, TypeError):
             saved = json.loads(self._path(integration_id, COUNTS_SUFFIX).read_text("utf-8"))
             inode = saved.pop("rotated_inode", None)
@@ -219,9 +236,11 @@ class CacheLedger:
                 return
             self._fold(integration_id, log, rotated)
         try:
-            size = live.stat().st_size
+            size = os.stat(live).st_size
         except FileNotFoundError:
             return
+        if size == log.offset:
+            return  # nothing new (most files, most rounds): not even opened
         if size < log.offset:  # truncated by someone else: count the file afresh
             log.current, log.offset, log.partial = CacheCounts(), 0, b""
         self._consume(live, log)

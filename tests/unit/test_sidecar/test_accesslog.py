@@ -141,6 +141,32 @@ def test_a_rotated_file_already_folded_is_not_counted_twice(
     assert not rotated.exists()
 
 
+def test_a_round_of_a_new_run_finds_what_the_previous_run_left(
+    tmp_path: Path, envoy: FakeEnvoy
+) -> None:
+    """The round reads the directory once and probes only the files it lists: a previous
+    run's folded counts and its rotated file are found that way, untouched logs cost
+    nothing, and a log that grew after a round is read on the next."""
+    first = _rotated(tmp_path, envoy, 5)
+    assert first.finish_rotations() == []
+    envoy.write(STORED_MISS, 2)
+    (tmp_path / "orders.log").rename(tmp_path / "orders.log.1")  # died mid-rotation
+    for ident in ("idle-a", "idle-b"):
+        (tmp_path / f"{ident}.log").touch()
+    second = CacheLedger(tmp_path)
+    assert second.rotate_oversized(max_bytes=10**6) == ["orders"]
+    envoy.reopen()
+    envoy.write(HIT)
+    assert second.rotate_oversized(max_bytes=10**6) == []
+    assert _totals(second) == (6, 2, 2, 0)
+    assert second.counts("idle-a").requests == 0
+    with (tmp_path / "idle-a.log").open("ab") as idle:
+        idle.write(json.dumps({"response_code_details": HIT}).encode() + b"\n")
+    second.rotate_oversized(max_bytes=10**6)
+    assert second.counts("idle-a").hits == 1
+    assert _totals(CacheLedger(tmp_path)) == (6, 2, 2, 0)
+
+
 def test_a_truncated_file_is_counted_afresh(tmp_path: Path, envoy: FakeEnvoy) -> None:
     ledger = CacheLedger(tmp_path)
     envoy.write(HIT, 3)
