@@ -191,3 +191,66 @@ def test_every_kind_has_a_probe(kinds: list[str]) -> None:
         assert callable(probe_for(kind))
     with pytest.raises(KeyError):
         probe_for("ftp")
+
+
+class CountingAdmin:
+    """Envoy's admin API as the prober uses it: failure counters, counting the reads."""
+
+    def __init__(self) -> None:
+        self.reads: list[str | None] = []
+        self.counters: dict[str, float] = {}
+
+    async def __aenter__(self) -> CountingAdmin:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def stats(
+        self, pattern: str | None = None, *, used_only: bool = False, kind: str | None = None
+    ) -> dict[str, float]:
+        self.reads.append(pattern)
+        await asyncio.sleep(0.01)
+        return dict(self.counters)
+
+
+class TlsFailure:
+    """A probe whose connect fails while Envoy counts a SAN mismatch for its cluster."""
+
+    def __init__(self, admin: CountingAdmin) -> None:
+        self.admin = admin
+
+    async def __call__(self, ctx: ProbeContext) -> ProbeResult:
+        ctx.at("connect")
+        key = f"cluster.{ctx.integration.id}.ssl.fail_verify_san"
+        self.admin.counters[key] = self.admin.counters.get(key, 0) + 1
+        return ctx.fail("connection reset")
+
+
+async def test_probes_starting_together_share_one_narrow_counter_read() -> None:
+    admin = CountingAdmin()
+    prober = Prober(
+        ProbeBook(),
+        environ={"PROBER_TEST_PASSWORD": "hunter2-secret"},
+        admin=lambda: admin,  # type: ignore[arg-type,return-value]
+        probes=lambda kind: Scripted(True),
+    )
+    results = await asyncio.gather(*(prober.probe(_item(f"api-{i}")) for i in range(20)))
+    assert all(r.ok for r in results)
+    # One read for the twenty, asking for the failure counters only (not the whole /stats).
+    assert len(admin.reads) == 1
+    assert admin.reads[0] is not None and "fail_verify_san" in admin.reads[0]
+
+
+async def test_a_failed_connect_reads_the_counters_afresh_to_name_the_tls_step() -> None:
+    admin = CountingAdmin()
+    prober = Prober(
+        ProbeBook(),
+        environ={"PROBER_TEST_PASSWORD": "hunter2-secret"},
+        admin=lambda: admin,  # type: ignore[arg-type,return-value]
+        probes=lambda kind: TlsFailure(admin),
+    )
+    result = await prober.probe(_item("billing"))
+    assert result.step == "tls"
+    assert "cluster.billing.ssl.fail_verify_san +1" in result.detail
+    assert len(admin.reads) == 2  # the shared "before", then this probe's own "after"
