@@ -227,14 +227,19 @@ class TlsFailure:
         return ctx.fail("connection reset")
 
 
-async def test_probes_starting_together_share_one_narrow_counter_read() -> None:
-    admin = CountingAdmin()
-    prober = Prober(
+def _watching(admin: CountingAdmin, probe: object) -> Prober:
+    """A prober that reads Envoy's counters from ``admin``."""
+    return Prober(
         ProbeBook(),
         environ={"PROBER_TEST_PASSWORD": "hunter2-secret"},
         admin=lambda: admin,  # type: ignore[arg-type,return-value]
-        probes=lambda kind: Scripted(True),
+        probes=lambda kind: probe,  # type: ignore[arg-type,return-value]
     )
+
+
+async def test_probes_starting_together_share_one_narrow_counter_read() -> None:
+    admin = CountingAdmin()
+    prober = _watching(admin, Scripted(True))
     results = await asyncio.gather(*(prober.probe(_item(f"api-{i}")) for i in range(20)))
     assert all(r.ok for r in results)
     # One read for the twenty, asking for the failure counters only (not the whole /stats).
@@ -244,12 +249,7 @@ async def test_probes_starting_together_share_one_narrow_counter_read() -> None:
 
 async def test_a_failed_connect_reads_the_counters_afresh_to_name_the_tls_step() -> None:
     admin = CountingAdmin()
-    prober = Prober(
-        ProbeBook(),
-        environ={"PROBER_TEST_PASSWORD": "hunter2-secret"},
-        admin=lambda: admin,  # type: ignore[arg-type,return-value]
-        probes=lambda kind: TlsFailure(admin),
-    )
+    prober = _watching(admin, TlsFailure(admin))
     result = await prober.probe(_item("billing"))
     assert result.step == "tls"
     assert "cluster.billing.ssl.fail_verify_san +1" in result.detail
