@@ -184,15 +184,10 @@ class CacheLedger:
         """The persisted counts, and what a previous run left mid-rotation. ``names``: the
         directory's listing, when the caller has one (a file it lacks is not probed)."""
         log = _Log(CacheCounts())
-        if (
-            names is not None
-            and not {
-                integration_id + COUNTS_SUFFIX,
-                integration_id + ROTATED_SUFFIX,
-            }
-            & names
+        if names is not None and names.isdisjoint(
+            (integration_id + COUNTS_SUFFIX, integration_id + ROTATED_SUFFIX)
         ):
-            return log
+            return log  # neither file exists: nothing to load
         with contextlib.suppress(OSError, ValueError, TypeError):
             saved = json.loads(self._path(integration_id, COUNTS_SUFFIX).read_text("utf-8"))
             inode = saved.pop("rotated_inode", None)
