@@ -26,6 +26,7 @@ from control_plane.registry.loader import parse_integrations_text
 from control_plane.sidecar.binary import find_envoy_binary
 from control_plane.xds.translate import TranslateOptions, render_static_bootstrap, translate
 from tests.support.ports import free_port
+from tests.support.processes import stop_process
 from tests.unit.test_xds.test_translate.cases import CASES, Case
 
 pytestmark = pytest.mark.envoy
@@ -180,9 +181,4 @@ integrations:
         assert codes == [200, 200, 429]
         assert _get(listen_port, {"x-tenant-id": "other"})[0] == 200
     finally:
-        envoy.terminate()
-        try:
-            envoy.wait(10)
-        except subprocess.TimeoutExpired:
-            envoy.kill()
-            envoy.wait(5)
+        stop_process(envoy)
