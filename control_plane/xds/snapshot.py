@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import NamedTuple
 
 from google.protobuf.message import Message  # type: ignore[import-untyped]
 
@@ -34,7 +35,7 @@ from control_plane.xds.resources import (
     resource_references,
 )
 
-__all__ = ["InconsistentSnapshot", "Snapshot", "content_version"]
+__all__ = ["Changes", "InconsistentSnapshot", "Snapshot", "content_version"]
 
 _KIND = {
     CLUSTER: "clusters",
@@ -46,6 +47,9 @@ _KIND = {
 _REFERRER = {ENDPOINT: "clusters", ROUTE: "listeners", SECRET: "clusters/listeners"}
 # The types whose resources name other resources (see resources.references).
 _REFERRING = (CLUSTER, LISTENER)
+# How many subscriptions' versions one snapshot remembers (Snapshot.version_for):
+# streams alike share a few; each entry holds its names, so the bound is small.
+_VERSION_CACHE_MAX = 32
 
 
 def content_version(message: Message) -> str:
@@ -72,6 +76,13 @@ def _frozen(message: Message, version: str | None = None) -> tuple[Message, str]
 def _digest(lines: Iterable[str]) -> str:
     # One update over the joined text: the same digest as line by line, a lot faster.
     return hashlib.sha256("".join(f"{line}\n" for line in lines).encode()).hexdigest()
+
+
+class Changes(NamedTuple):
+    """What :meth:`Snapshot.changes_since` finds, for one type."""
+
+    changed: tuple[str, ...]  # new, or another version
+    removed: tuple[str, ...]
 
 
 class InconsistentSnapshot(ValueError):
@@ -108,6 +119,17 @@ class Snapshot:
     # function of the frozen resources, so the snapshot stays immutable in every way that
     # shows) and handed on to the next incremental build for the resources it reuses.
     reference_cache: dict[tuple[str, str], References] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    # version_for's answers, by type URL and subscription (None: all of the type): every
+    # stream subscribed alike asks the same question of the same snapshot at each push, so
+    # a change pushed to N streams digests each subscription once, not N times.
+    version_cache: dict[tuple[str, frozenset[str] | None], str] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    # changes_since's answers, by type URL and the identity of the versions compared with
+    # (held in the entry, so the identity is not reused while cached).
+    change_cache: dict[tuple[str, int], tuple[Mapping[str, str], Changes]] = field(
         default_factory=dict, compare=False, repr=False
     )
 
@@ -244,9 +266,39 @@ class Snapshot:
         Used as a SotW ``version_info``: it changes exactly when the resources a
         subscription sees change, so unrelated changes cause no push.
         """
+        key = (type_url, None if names is None else frozenset(names))
+        cached = self.version_cache.get(key)
+        if cached is not None:
+            return cached
         versions = self.versions.get(type_url, {})
-        selected = sorted(versions) if names is None else sorted(set(names) & set(versions))
-        return _digest(f"{name} {versions[name]}" for name in selected)
+        selected = sorted(versions) if key[1] is None else sorted(key[1] & versions.keys())
+        version = _digest(f"{name} {versions[name]}" for name in selected)
+        if len(self.version_cache) < _VERSION_CACHE_MAX:
+            # Bounded: a client choosing a new subscription for every request costs a
+            # digest each time, never memory.
+            self.version_cache[key] = version
+        return version
+
+    def changes_since(self, type_url: str, before: Mapping[str, str]) -> Changes:
+        """How one type's versions differ from ``before`` (another snapshot's versions of
+        it): the names whose version is new or different, and the names only ``before``
+        holds, each sorted.
+
+        Every stream that held exactly ``before`` needs just these names compared, so a
+        change pushed to N such streams walks the type once, not N times.
+        """
+        key = (type_url, id(before))
+        hit = self.change_cache.get(key)
+        if hit is not None and hit[0] is before:
+            return hit[1]
+        after = self.versions.get(type_url, {})
+        changes = Changes(
+            tuple(sorted(n for n, v in after.items() if before.get(n) != v)),
+            tuple(sorted(n for n in before if n not in after)),
+        )
+        if len(self.change_cache) < _VERSION_CACHE_MAX:
+            self.change_cache[key] = (before, changes)
+        return changes
 
     def references(self) -> References:
         """Names the clusters and listeners reference (the union over every resource).

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Iterator
+import weakref
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -52,6 +53,13 @@ def _resource(type_url: str, name: str, version: str, message: Any) -> Any:
         del _RESOURCES[next(iter(_RESOURCES))]  # the oldest
     _RESOURCES[id(message)] = (message, name, version, made)
     return made
+
+
+# Equal subscriptions as one object: streams subscribed alike then find their versions in
+# Snapshot.version_cache by identity, not by comparing every name (N streams x M names).
+_SUBSCRIPTIONS: weakref.WeakValueDictionary[frozenset[str], frozenset[str]] = (
+    weakref.WeakValueDictionary()
+)
 
 
 def _nack_text(request: Any) -> tuple[bool, str, int]:
@@ -206,6 +214,21 @@ class _DeltaType:
     nacked: dict[str, str] = field(default_factory=dict)  # refused name -> version
     pending: dict[str, _Pending] = field(default_factory=dict)  # by nonce
     answered: bool = False
+    # The snapshot's version of the subscription when ``client`` was last made equal to
+    # it (nothing refused): while it still is, there is nothing to compare or send. Reset
+    # by anything that changes ``client`` or the subscription other than a response.
+    synced: str | None = None
+    synced_map: Mapping[str, str] | None = None  # the snapshot's versions then, for its type
+    frozen: frozenset[str] | None = None  # ``names``, frozen once per subscription change
+
+    def subscription(self) -> frozenset[str] | None:
+        """The names subscribed to (None: the wildcard), the same object until they change."""
+        if self.wildcard:
+            return None
+        if self.frozen is None:
+            frozen = frozenset(self.names)
+            self.frozen = _SUBSCRIPTIONS.setdefault(frozen, frozen)
+        return self.frozen
 
 
 class DeltaState(_StreamBase[_DeltaType]):
@@ -215,6 +238,7 @@ class DeltaState(_StreamBase[_DeltaType]):
         type_url = request.type_url
         state = self.types.get(type_url)
         subscribe = set(request.resource_names_subscribe)
+        resubscribed = state is None or bool(subscribe or request.resource_names_unsubscribe)
         if state is None:
             state = self.types[type_url] = _DeltaType()
             # Legacy wildcard: a first CDS/LDS request naming nothing means "everything".
@@ -234,10 +258,12 @@ class DeltaState(_StreamBase[_DeltaType]):
                 state.wildcard = False
             else:
                 state.names.discard(name)
-        if not state.wildcard:  # the client drops whatever it is no longer subscribed to
-            for name in set(state.client) - state.names:
-                del state.client[name]
-                state.nacked.pop(name, None)
+        if resubscribed:
+            state.synced, state.frozen = None, None
+            if not state.wildcard:  # the client drops whatever it is no longer subscribed to
+                for name in set(state.client) - state.names:
+                    del state.client[name]
+                    state.nacked.pop(name, None)
         pending = state.pending.pop(request.response_nonce, None)
         if pending is not None:
             nack, message, code = _nack_text(request)
@@ -267,6 +293,7 @@ class DeltaState(_StreamBase[_DeltaType]):
         # others of the response); remember the refused versions so they are not pushed
         # again until the snapshot holds a different version of them.
         refused = refused_names(pending.sent, message)
+        state.synced = None
         for name, version in pending.sent.items():
             if name not in refused:
                 continue
@@ -281,27 +308,18 @@ class DeltaState(_StreamBase[_DeltaType]):
     def responses(self, snapshot: Snapshot, dirty: set[str]) -> list[Any]:
         out = []
         for type_url, state in self._due(dirty):
+            version = snapshot.version_for(type_url, state.subscription())
+            if state.answered and state.synced == version:
+                continue  # the client holds exactly this already (a digest of it)
             available = snapshot.versions.get(type_url, {})
-            wanted = set(available) if state.wildcard else state.names & set(available)
-            updates = {
-                name: available[name]
-                for name in sorted(wanted)
-                if available[name] not in (state.client.get(name), state.nacked.get(name))
-            }
-            removed = sorted(name for name in state.client if name not in available)
-            # A refused resource that left the snapshot: the client never held it, so there
-            # is nothing to remove, but the node still stands on the NACK. Answer anyway so
-            # the client ACKs the current version instead of staying "nacked" for good.
-            withdrawn = [name for name in state.nacked if name not in available]
-            for name in withdrawn:
-                del state.nacked[name]
+            updates, removed, withdrawn = self._differences(state, snapshot, type_url)
             if not updates and not removed and not withdrawn and state.answered:
+                self._synced(state, version, available)
                 continue
             # Always answer the first request, even with nothing, so Envoy's init
             # manager does not sit out initial_fetch_timeout.
             state.answered = True
             nonce = next(self._nonces)
-            version = snapshot.version_for(type_url, None if state.wildcard else state.names)
             state.pending[nonce] = _Pending(
                 version,
                 dict(updates),
@@ -311,6 +329,7 @@ class DeltaState(_StreamBase[_DeltaType]):
             state.client.update(updates)  # optimistic: reverted if the client NACKs
             for name in removed:
                 del state.client[name]
+            self._synced(state, version, available)
             resources = snapshot.get(type_url)
             out.append(
                 discovery_pb2.DeltaDiscoveryResponse(
@@ -333,5 +352,46 @@ class DeltaState(_StreamBase[_DeltaType]):
                 for name in updates:
                     for endpoint in eds_names(clusters[name]):
                         eds.client.pop(endpoint, None)
+                eds.synced = None
                 dirty.add(ENDPOINT)
         return out
+
+    @staticmethod
+    def _differences(
+        state: _DeltaType, snapshot: Snapshot, type_url: str
+    ) -> tuple[dict[str, str], list[str], list[str]]:
+        """What the client lacks of the snapshot's resources of one type (name -> version,
+        sorted), what it holds that left, and the refused names that left (forgotten)."""
+        available = snapshot.versions.get(type_url, {})
+        if state.answered and state.synced is not None and state.synced_map is not None:
+            # The client held exactly the subscribed part of ``synced_map`` and refused
+            # nothing: only what changed since then can differ.
+            changes = snapshot.changes_since(type_url, state.synced_map)
+            names = state.subscription()
+            updates = {
+                name: available[name] for name in changes.changed if names is None or name in names
+            }
+            return updates, [name for name in changes.removed if name in state.client], []
+        wanted = set(available) if state.wildcard else state.names & available.keys()
+        updates = {
+            name: available[name]
+            for name in sorted(wanted)
+            if available[name] not in (state.client.get(name), state.nacked.get(name))
+        }
+        removed = sorted(name for name in state.client if name not in available)
+        # A refused resource that left the snapshot: the client never held it, so there
+        # is nothing to remove, but the node still stands on the NACK. Answer anyway so
+        # the client ACKs the current version instead of staying "nacked" for good.
+        withdrawn = [name for name in state.nacked if name not in available]
+        for name in withdrawn:
+            del state.nacked[name]
+        return updates, removed, withdrawn
+
+    @staticmethod
+    def _synced(state: _DeltaType, version: str, available: Mapping[str, str]) -> None:
+        # The client now holds (optimistically) exactly the subscribed part of ``available``,
+        # unless it refused something, which it keeps in its place.
+        if state.nacked:
+            state.synced, state.synced_map = None, None
+        else:
+            state.synced, state.synced_map = version, available
