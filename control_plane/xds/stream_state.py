@@ -128,7 +128,7 @@ class SotwState(_StreamBase[_SotwType]):
         names = frozenset(resource_names)
         if "*" in names or (not names and type_url in WILDCARD_TYPES):
             return None
-        return names
+        return _SUBSCRIPTIONS.setdefault(names, names)
 
     def on_request(self, request: Any) -> set[str]:
         type_url = request.type_url
