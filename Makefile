@@ -68,6 +68,7 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench.anchor $(QUICK) --json $(if $(QUICK),bench/quick,bench)/anchor.json >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
 	$(PY) -m bench.footprint --json $(if $(QUICK),bench/quick,bench)/footprint.json >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
 	$(PY) -m bench.fanout $(if $(QUICK),--n 10 1000) --json $(if $(QUICK),bench/quick,bench)/fanout.json >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
+	$(PY) -m bench.scrub $(if $(QUICK),--secrets 0 1000) --json $(if $(QUICK),bench/quick,bench)/scrub.json >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
 	# Global quotas (issue 17): envoyproxy/ratelimit built once by scripts/ratelimit-service.
 	@scripts/ratelimit-service >/dev/null
 	$(PY) -m bench.ratelimit $(QUICK) --json $(if $(QUICK),bench/quick,bench)/ratelimit.json >> $(if $(QUICK),bench/quick,bench)/RESULTS.md
