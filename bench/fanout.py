@@ -44,10 +44,11 @@ def measure(n: int, streams: int) -> dict[str, Any]:
     from bench.registry_docs import document
     from control_plane.registry.loader import integration_from_document
     from control_plane.registry.view import RegistryView
-    from control_plane.xds.cache import SnapshotCache, XdsStatus
+    from control_plane.xds.cache import SnapshotCache
     from control_plane.xds.pipeline import ConfigPipeline
     from control_plane.xds.resources import ADS_ORDER, ENDPOINT, WILDCARD_TYPES
     from control_plane.xds.snapshot import Snapshot
+    from control_plane.xds.status import XdsStatus
     from control_plane.xds.stream_state import DeltaState
 
     def view(port: int, generation: int) -> RegistryView:
@@ -83,7 +84,7 @@ def measure(n: int, streams: int) -> dict[str, Any]:
             )
 
     for k in range(streams):
-        state, last = DeltaState(f"node-{k}", status), {}
+        state, last = DeltaState(f"node-{k}", status), dict[str, str]()
         for type_url in ADS_ORDER:
             names = [] if type_url in WILDCARD_TYPES else list(series[0].get(type_url))
             state.on_request(
@@ -129,9 +130,31 @@ def _child(tree: Path, n: int, streams: int) -> dict[str, Any]:
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
+def markdown(runs: dict[str, list[dict[str, Any]]]) -> str:
+    trees = list(runs)
+    lines = [
+        "## xDS fan-out per stream (issue 20)",
+        "",
+        "`python -m bench.fanout` (method in its docstring): CPU per delta stream, median of "
+        f"{REPEATS} changes, {runs[trees[0]][0]['streams']} streams, no gRPC (the transport's "
+        "cost is `bench.anchor`'s).",
+        "",
+        "| tree | integrations | resources | one change, ms per stream "
+        "| idle wake-up, ms per stream |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for tree, rows in runs.items():
+        for row in rows:
+            lines.append(
+                f"| {tree} | {row['n']:,} | {row['resources']:,} "
+                f"| {row['change_ms_per_stream']:.3f} | {row['idle_wake_ms_per_stream']:.4f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.fanout", description=__doc__)
-    p.add_argument("--tree", type=Path, default=ROOT)
+    p.add_argument("--tree", type=Path, action="append", help="a checkout to measure (repeatable)")
     p.add_argument("--n", type=int, nargs="+", default=[10, 1000, 5000])
     p.add_argument("--streams", type=int, default=200)
     p.add_argument("--json", type=Path)
@@ -140,16 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(measure(*args.child)))
         return 0
-    rows = [_child(args.tree.resolve(), n, args.streams) for n in args.n]
+    trees = [t.resolve() for t in (args.tree or [ROOT])]
+    runs = {
+        ("this tree" if tree == ROOT.resolve() else tree.name): [
+            _child(tree, n, args.streams) for n in args.n
+        ]
+        for tree in trees
+    }
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
-    print("| integrations | resources | change ms/stream | idle wake-up ms/stream |")
-    print("|---:|---:|---:|---:|")
-    for row in rows:
-        print(
-            f"| {row['n']:,} | {row['resources']:,} | {row['change_ms_per_stream']:.3f} "
-            f"| {row['idle_wake_ms_per_stream']:.4f} |"
-        )
+        args.json.write_text(json.dumps(runs, indent=2))
+    print(markdown(runs))
     return 0
 
 
