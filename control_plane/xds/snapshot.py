@@ -18,7 +18,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from google.protobuf.message import Message  # type: ignore[import-untyped]
 
@@ -50,6 +50,8 @@ _REFERRING = (CLUSTER, LISTENER)
 # How many subscriptions' versions one snapshot remembers (Snapshot.version_for):
 # streams alike share a few; each entry holds its names, so the bound is small.
 _VERSION_CACHE_MAX = 32
+# Names a remembered subscription may hold beyond the type's resources (being added).
+_SPARE_NAMES = 64
 
 
 def content_version(message: Message) -> str:
@@ -71,6 +73,14 @@ def _frozen(message: Message, version: str | None = None) -> tuple[Message, str]
         return copy, version
     encoded = message.SerializeToString(deterministic=True)
     return type(message).FromString(encoded), hashlib.sha256(encoded).hexdigest()
+
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    # Bounded, the oldest entry out first: a node cycling through subscriptions can take
+    # the slots only until the next ones are needed.
+    if len(cache) >= _VERSION_CACHE_MAX:
+        del cache[next(iter(cache))]
+    cache[key] = value
 
 
 def _digest(lines: Iterable[str]) -> str:
@@ -266,17 +276,33 @@ class Snapshot:
         Used as a SotW ``version_info``: it changes exactly when the resources a
         subscription sees change, so unrelated changes cause no push.
         """
-        key = (type_url, None if names is None else frozenset(names))
-        cached = self.version_cache.get(key)
-        if cached is not None:
-            return cached
         versions = self.versions.get(type_url, {})
-        selected = sorted(versions) if key[1] is None else sorted(key[1] & versions.keys())
+        subscription: frozenset[str] | set[str] | None
+        if names is None or isinstance(names, (frozenset, set)):
+            subscription = names
+        else:
+            subscription = set(names)
+        # Remembered for the subscriptions streams share (frozen, as the streams keep them)
+        # and only when no larger than the type itself: a node's junk names cost it a walk
+        # of the smaller side each time, never memory here.
+        key: tuple[str, frozenset[str] | None] | None = None
+        if subscription is None or (
+            isinstance(subscription, frozenset)
+            and len(subscription) <= len(versions) + _SPARE_NAMES
+        ):
+            key = (type_url, subscription)
+            cached = self.version_cache.get(key)
+            if cached is not None:
+                return cached
+        if subscription is None:
+            selected = sorted(versions)
+        elif len(subscription) > len(versions):
+            selected = sorted(n for n in versions if n in subscription)
+        else:
+            selected = sorted(n for n in subscription if n in versions)
         version = _digest(f"{name} {versions[name]}" for name in selected)
-        if len(self.version_cache) < _VERSION_CACHE_MAX:
-            # Bounded: a client choosing a new subscription for every request costs a
-            # digest each time, never memory.
-            self.version_cache[key] = version
+        if key is not None:
+            _remember(self.version_cache, key, version)
         return version
 
     def changes_since(self, type_url: str, before: Mapping[str, str]) -> Changes:
@@ -296,8 +322,7 @@ class Snapshot:
             tuple(sorted(n for n, v in after.items() if before.get(n) != v)),
             tuple(sorted(n for n in before if n not in after)),
         )
-        if len(self.change_cache) < _VERSION_CACHE_MAX:
-            self.change_cache[key] = (before, changes)
+        _remember(self.change_cache, key, (before, changes))
         return changes
 
     def references(self) -> References:

@@ -29,6 +29,8 @@ from control_plane.xds.status import XdsStatus, refused_names
 
 __all__ = ["DeltaState", "SotwState", "StreamState"]
 
+_SPARE_NAMES = 64  # subscribed names beyond a type's resources still frozen and remembered
+
 
 def _pack(type_url: str, resource: Any) -> Any:
     return any_pb2.Any(type_url=type_url, value=resource.SerializeToString(deterministic=True))
@@ -57,9 +59,19 @@ def _resource(type_url: str, name: str, version: str, message: Any) -> Any:
 
 # Equal subscriptions as one object: streams subscribed alike then find their versions in
 # Snapshot.version_cache by identity, not by comparing every name (N streams x M names).
-_SUBSCRIPTIONS: weakref.WeakValueDictionary[frozenset[str], frozenset[str]] = (
-    weakref.WeakValueDictionary()
-)
+# Keyed by hash, the value weakly held: a subscription no stream holds any more is gone.
+_SUBSCRIPTIONS: weakref.WeakValueDictionary[int, frozenset[str]] = weakref.WeakValueDictionary()
+
+
+def _interned(names: frozenset[str]) -> frozenset[str]:
+    """The one object for subscriptions equal to ``names`` (``names`` itself if first)."""
+    key = hash(names)
+    held = _SUBSCRIPTIONS.get(key)
+    if held is not None and held == names:
+        return held
+    if held is None:
+        _SUBSCRIPTIONS[key] = names
+    return names  # a hash shared with another subscription: not interned, still correct
 
 
 def _nack_text(request: Any) -> tuple[bool, str, int]:
@@ -128,7 +140,7 @@ class SotwState(_StreamBase[_SotwType]):
         names = frozenset(resource_names)
         if "*" in names or (not names and type_url in WILDCARD_TYPES):
             return None
-        return _SUBSCRIPTIONS.setdefault(names, names)
+        return _interned(names)
 
     def on_request(self, request: Any) -> set[str]:
         type_url = request.type_url
@@ -221,13 +233,17 @@ class _DeltaType:
     synced_map: Mapping[str, str] | None = None  # the snapshot's versions then, for its type
     frozen: frozenset[str] | None = None  # ``names``, frozen once per subscription change
 
-    def subscription(self) -> frozenset[str] | None:
-        """The names subscribed to (None: the wildcard), the same object until they change."""
+    def subscription(self, limit: int | None = None) -> frozenset[str] | set[str] | None:
+        """The names subscribed to (None: the wildcard), the same frozen object until they
+        change; the live set, not frozen, when they outnumber ``limit`` (the type's
+        resources and some: names beyond the snapshot that a node may send in any number
+        are not worth freezing or remembering, per request, at its bidding)."""
         if self.wildcard:
             return None
         if self.frozen is None:
-            frozen = frozenset(self.names)
-            self.frozen = _SUBSCRIPTIONS.setdefault(frozen, frozen)
+            if limit is not None and len(self.names) > limit:
+                return self.names
+            self.frozen = _interned(frozenset(self.names))
         return self.frozen
 
 
@@ -308,7 +324,8 @@ class DeltaState(_StreamBase[_DeltaType]):
     def responses(self, snapshot: Snapshot, dirty: set[str]) -> list[Any]:
         out = []
         for type_url, state in self._due(dirty):
-            version = snapshot.version_for(type_url, state.subscription())
+            limit = len(snapshot.versions.get(type_url, {})) + _SPARE_NAMES
+            version = snapshot.version_for(type_url, state.subscription(limit))
             if state.answered and state.synced == version:
                 continue  # the client holds exactly this already (a digest of it)
             available = snapshot.versions.get(type_url, {})
@@ -367,7 +384,7 @@ class DeltaState(_StreamBase[_DeltaType]):
             # The client held exactly the subscribed part of ``synced_map`` and refused
             # nothing: only what changed since then can differ.
             changes = snapshot.changes_since(type_url, state.synced_map)
-            names = state.subscription()
+            names = state.names if not state.wildcard else None
             updates = {
                 name: available[name] for name in changes.changed if names is None or name in names
             }

@@ -10,6 +10,7 @@ and what each believes its client holds must be the same at every step.
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from envoy.config.listener.v3 import listener_pb2
@@ -17,6 +18,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from control_plane.xds import stream_state
 from control_plane.xds.resources import ADS_ORDER, CLUSTER, ENDPOINT, LISTENER
 from control_plane.xds.snapshot import Snapshot
 from control_plane.xds.status import XdsStatus
@@ -183,3 +185,40 @@ def test_version_for_is_remembered_per_subscription() -> None:
     assert snapshot.version_for(ENDPOINT, ["c", "a"]) == some != everything
     assert snapshot.version_for(ENDPOINT, {"a"}) == some  # "c" is not in the snapshot
     assert snapshot.version_cache[(ENDPOINT, None)] == everything
+
+
+def test_a_subscription_no_stream_holds_is_released() -> None:
+    snapshot = _snapshot({"a": _same(0), "b": _same(0), "c": _same(None), "d": _same(None)})
+    streams = []
+    for k in range(50):
+        stream = DeltaState(f"n{k}", XdsStatus())
+        names = ["a", f"extra-{k}"]  # fifty different subscriptions
+        stream.on_request(
+            discovery_pb2.DeltaDiscoveryRequest(type_url=ENDPOINT, resource_names_subscribe=names)
+        )
+        stream.responses(snapshot, {ENDPOINT})
+        streams.append(stream)
+    held = {id(s.types[ENDPOINT].frozen) for s in streams}
+    assert len(held) == 50
+    del streams, stream, snapshot  # the snapshot's version cache holds some of them too
+    gc.collect()
+    assert not any(id(v) in held for v in stream_state._SUBSCRIPTIONS.values())
+
+
+def test_junk_names_are_neither_frozen_nor_remembered() -> None:
+    snapshot = _snapshot({"a": _same(0), "b": _same(0), "c": _same(None), "d": _same(None)})
+    stream = DeltaState("n", XdsStatus())
+    junk = [f"junk-{i}" for i in range(5000)]
+    stream.on_request(
+        discovery_pb2.DeltaDiscoveryRequest(
+            type_url=ENDPOINT, resource_names_subscribe=["a", *junk]
+        )
+    )
+    (response,) = stream.responses(snapshot, {ENDPOINT})
+    assert [r.name for r in response.resources] == ["a"]
+    assert stream.types[ENDPOINT].frozen is None
+    assert all(len(key[1] or ()) <= 64 + 2 for key in snapshot.version_cache)
+    # The answer is the same as for the names the snapshot holds.
+    assert snapshot.version_for(ENDPOINT, set(junk) | {"a"}) == snapshot.version_for(
+        ENDPOINT, {"a"}
+    )
