@@ -24,14 +24,11 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-from bench.procs import ROOT
 
 __all__ = ["main", "measure"]
 
@@ -116,20 +113,6 @@ def measure(n: int, streams: int) -> dict[str, Any]:
     }
 
 
-def _child(tree: Path, n: int, streams: int) -> dict[str, Any]:
-    # This file runs as a script, so a tree that predates it is measured by this code.
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", str(n), str(streams)],
-        cwd=tree,
-        env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=600,
-    ).stdout
-    return dict(json.loads(out.strip().splitlines()[-1]))
-
-
 def markdown(runs: dict[str, list[dict[str, Any]]]) -> str:
     trees = list(runs)
     lines = [
@@ -163,13 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(measure(*args.child)))
         return 0
-    trees = [t.resolve() for t in (args.tree or [ROOT])]
-    runs = {
-        ("this tree" if tree == ROOT.resolve() else tree.name): [
-            _child(tree, n, args.streams) for n in args.n
-        ]
-        for tree in trees
-    }
+    from bench.procs import run_in_trees  # not at the top: a child may run a base tree's bench
+
+    per_tree = [["--child", str(n), str(args.streams)] for n in args.n]
+    runs = run_in_trees(__file__, args.tree, per_tree)
     if args.json:
         args.json.write_text(json.dumps(runs, indent=2))
     print(markdown(runs))

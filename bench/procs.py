@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ __all__ = [
     "cpu_seconds",
     "pin",
     "rss_bytes",
+    "run_in_trees",
     "run_module",
 ]
 
@@ -134,3 +136,28 @@ async def run_module(module: str, args: Sequence[str], *, limit_s: float) -> Non
         raise
     if process.returncode != 0:
         raise RuntimeError(f"{module} failed ({process.returncode}): {err.decode()[-2000:]}")
+
+
+def run_in_trees(
+    script: str, trees: Sequence[Path] | None, per_tree: Sequence[Sequence[str]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Run bench ``script`` (a file path) as a script once per argument list, on each tree's
+    code (``PYTHONPATH`` = the tree; default: this checkout), and collect the JSON each run
+    prints last. As a script, the file measures a tree that predates it with this code.
+    Keyed "this tree" or the tree's directory name."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for tree in [t.resolve() for t in (trees or [ROOT])]:
+        label = "this tree" if tree == ROOT.resolve() else tree.name
+        runs[label] = []
+        for args in per_tree:
+            out = subprocess.run(
+                [sys.executable, script, *args],
+                cwd=tree,
+                env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=600,
+            ).stdout
+            runs[label].append(dict(json.loads(out.strip().splitlines()[-1])))
+    return runs

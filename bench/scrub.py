@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
 ROUNDS, RECORDS = 5, 2000
 
 __all__ = ["main", "measure"]
@@ -59,20 +57,6 @@ def measure(count: int) -> dict[str, Any]:
     }
 
 
-def _child(tree: Path, count: int) -> dict[str, Any]:
-    # This file runs as a script, so a tree that predates it is measured by this code.
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", str(count)],
-        cwd=tree,
-        env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=600,
-    ).stdout
-    return dict(json.loads(out.strip().splitlines()[-1]))
-
-
 def markdown(runs: dict[str, list[dict[str, Any]]]) -> str:
     lines = [
         "## Log records and registered secrets (issue 20)",
@@ -101,11 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child is not None:
         print(json.dumps(measure(args.child)), file=sys.__stdout__)
         return 0
-    trees = [t.resolve() for t in (args.tree or [ROOT])]
-    runs = {
-        ("this tree" if tree == ROOT else tree.name): [_child(tree, n) for n in args.secrets]
-        for tree in trees
-    }
+    from bench.procs import run_in_trees  # not at the top: a child may run a base tree's bench
+
+    runs = run_in_trees(__file__, args.tree, [["--child", str(n)] for n in args.secrets])
     if args.json:
         args.json.write_text(json.dumps(runs, indent=2))
     print(markdown(runs))
