@@ -13,10 +13,9 @@ import datetime as dt
 import json
 import logging
 import sys
-import threading
 from typing import Any
 
-import ahocorasick
+from control_plane.observability.scrubber import forget_secret, register_secret, scrub
 
 __all__ = [
     "REQUEST_ID",
@@ -30,70 +29,7 @@ __all__ = [
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 TRACE_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace_id", default=None)
 
-_SECRETS: set[str] = set()
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
-# One automaton finds every registered secret in a single pass over a line, whatever their
-# number (checking each secret in turn cost 75 us a line at 1,000 secrets: more than the
-# request it logged). Rebuilt on the first scrub after a change; the lock keeps the set and
-# the automaton consistent for the threads that log (to_thread workers, gRPC's).
-_LOCK = threading.Lock()
-_matcher: Any = None  # ahocorasick.Automaton, or None when there is no secret
-_stale = False
-
-
-def register_secret(value: str) -> None:
-    """Remember a secret value so that no log line can print it."""
-    global _stale
-    if len(value) >= 4 and value not in _SECRETS:
-        with _LOCK:
-            _SECRETS.add(value)
-            _stale = True
-
-
-def forget_secret(value: str) -> None:
-    """Stop scrubbing ``value`` (a short-lived token long replaced), so the set stays small."""
-    global _stale
-    with _LOCK:
-        if value in _SECRETS:
-            _SECRETS.discard(value)
-            _stale = True
-
-
-def _current() -> Any:
-    global _matcher, _stale
-    if _stale:
-        with _LOCK:
-            if _stale:
-                automaton = None
-                if _SECRETS:
-                    automaton = ahocorasick.Automaton()
-                    for secret in _SECRETS:
-                        automaton.add_word(secret, len(secret))
-                    automaton.make_automaton()
-                _matcher, _stale = automaton, False
-    return _matcher
-
-
-def scrub(text: str) -> str:
-    """``text`` with every occurrence of every registered secret replaced by ``***``.
-
-    Overlapping occurrences (of one secret, or of two that share characters) are masked
-    as one span, so no part of either shows."""
-    matcher = _current()
-    if matcher is None:
-        return text
-    spans = sorted((end + 1 - length, end + 1) for end, length in matcher.iter(text))
-    if not spans:
-        return text
-    parts, at = [], 0
-    for start, stop in spans:
-        if stop <= at:
-            continue  # inside a span already masked
-        if start >= at:
-            parts += [text[at:start], "***"]
-        at = stop  # overlapping the previous span: one mask covers both
-    parts.append(text[at:])
-    return "".join(parts)
 
 
 class JsonFormatter(logging.Formatter):

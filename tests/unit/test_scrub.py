@@ -6,6 +6,7 @@ import secrets
 import threading
 from collections.abc import Iterator
 
+import ahocorasick
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -80,27 +81,76 @@ def test_a_secret_inside_a_longer_one_found_first(registered: list[str]) -> None
     assert scrub("xabcd12bcd1") == "x******"
 
 
+# Values of another alphabet, enough to make the scrubber build its automaton.
+FILLERS = [f"ZZ{i:04d}QQ" for i in range(40)]
+
+
 @settings(max_examples=300, deadline=None)
 @given(
-    values=st.sets(st.text("abc-", min_size=4, max_size=7), min_size=1, max_size=6),
+    values=st.lists(st.text("abc-", min_size=4, max_size=7), min_size=1, max_size=8, unique=True),
+    built=st.integers(0, 8),
+    forgotten=st.integers(0, 8),
     data=st.data(),
 )
-def test_scrub_equals_masking_every_occurrence(values: set[str], data: st.DataObject) -> None:
+def test_scrub_equals_masking_every_occurrence(
+    values: list[str], built: int, forgotten: int, data: st.DataObject
+) -> None:
+    """Some values in the automaton (registered before it was built), the rest waiting,
+    and some of both forgotten: the mask is the brute-force one over what is registered."""
     # Lines made of the secrets themselves, pieces of them and other characters, so that
     # occurrences overlap, nest and touch.
     pieces = st.one_of(
-        st.sampled_from(sorted(values)),
-        st.sampled_from(sorted(values)).map(lambda v: v[1:]),
+        st.sampled_from(values),
+        st.sampled_from(values).map(lambda v: v[1:]),
         st.text("abc-x", max_size=3),
     )
     text = "".join(data.draw(st.lists(pieces, max_size=12)))
-    for value in values:
+    for value in [*values[:built], *FILLERS]:
         register_secret(value)
+    scrub("")  # builds the automaton over those
+    for value in values[built:]:
+        register_secret(value)
+    gone = set(values[:forgotten])
+    for value in gone:
+        forget_secret(value)
     try:
-        assert scrub(text) == _masked(text, values)
+        assert scrub(text) == _masked(text, set(values) - gone)
     finally:
-        for value in values:
+        for value in [*values, *FILLERS]:
             forget_secret(value)
+
+
+def test_registrations_between_lines_rebuild_rarely(
+    registered: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A value registered before each line (tokens minted, keys issued) costs a rebuild only
+    every few dozen values, and is masked in the very next line."""
+    builds = []
+    real = ahocorasick.Automaton
+
+    def counting() -> object:
+        builds.append(1)
+        return real()
+
+    monkeypatch.setattr(ahocorasick, "Automaton", counting)
+    for i in range(640):
+        value = f"minted-token-{i:05d}"
+        _register(registered, value)
+        assert scrub(f"Bearer {value}") == "Bearer ***"
+    assert 0 < len(builds) <= 640 // 32 + 1
+
+
+def test_a_failed_rebuild_still_masks_everything(
+    registered: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing() -> object:
+        raise MemoryError("no room for the automaton")
+
+    monkeypatch.setattr(ahocorasick, "Automaton", failing)
+    values = [f"unbuilt-secret-{i:04d}" for i in range(100)]
+    _register(registered, *values)
+    for value in values[::7]:
+        assert scrub(f"x {value} y") == "x *** y"  # never raises, never leaks
 
 
 def test_threads_registering_while_others_log(registered: list[str]) -> None:
