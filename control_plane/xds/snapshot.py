@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -35,7 +36,7 @@ from control_plane.xds.resources import (
     resource_references,
 )
 
-__all__ = ["Changes", "InconsistentSnapshot", "Snapshot", "content_version"]
+__all__ = ["Changes", "InconsistentSnapshot", "Snapshot", "content_version", "interned"]
 
 _KIND = {
     CLUSTER: "clusters",
@@ -86,6 +87,23 @@ def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
 def _digest(lines: Iterable[str]) -> str:
     # One update over the joined text: the same digest as line by line, a lot faster.
     return hashlib.sha256("".join(f"{line}\n" for line in lines).encode()).hexdigest()
+
+
+# Equal subscriptions as one object: streams subscribed alike then find their versions in
+# Snapshot.version_cache by identity, not by comparing every name (N streams x M names).
+# Keyed by hash, the value weakly held: a subscription no stream holds any more is gone.
+_SUBSCRIPTIONS: weakref.WeakValueDictionary[int, frozenset[str]] = weakref.WeakValueDictionary()
+
+
+def interned(names: frozenset[str]) -> frozenset[str]:
+    """The one object for subscriptions equal to ``names`` (``names`` itself if first)."""
+    key = hash(names)
+    held = _SUBSCRIPTIONS.get(key)
+    if held is not None and held == names:
+        return held
+    if held is None:
+        _SUBSCRIPTIONS[key] = names
+    return names  # a hash shared with another subscription: not interned, still correct
 
 
 class Changes(NamedTuple):
@@ -288,7 +306,7 @@ class Snapshot:
         key: tuple[str, frozenset[str] | None] | None = None
         if subscription is None or (
             isinstance(subscription, frozenset)
-            and len(subscription) <= len(versions) + _SPARE_NAMES
+            and len(subscription) <= self.subscription_limit(type_url)
         ):
             key = (type_url, subscription)
             cached = self.version_cache.get(key)
@@ -304,6 +322,11 @@ class Snapshot:
         if key is not None:
             _remember(self.version_cache, key, version)
         return version
+
+    def subscription_limit(self, type_url: str) -> int:
+        """The most names a subscription to ``type_url`` may hold and still be remembered
+        (:meth:`version_for`): the type's resources, and some being added."""
+        return len(self.versions.get(type_url, {})) + _SPARE_NAMES
 
     def changes_since(self, type_url: str, before: Mapping[str, str]) -> Changes:
         """How one type's versions differ from ``before`` (another snapshot's versions of

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import secrets
-import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -24,12 +23,10 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2  # type: ignore[import-untyped]
 
 from control_plane.xds.resources import ADS_ORDER, CLUSTER, ENDPOINT, WILDCARD_TYPES, eds_names
-from control_plane.xds.snapshot import Snapshot
+from control_plane.xds.snapshot import Snapshot, interned
 from control_plane.xds.status import XdsStatus, refused_names
 
 __all__ = ["DeltaState", "SotwState", "StreamState"]
-
-_SPARE_NAMES = 64  # subscribed names beyond a type's resources still frozen and remembered
 
 
 def _pack(type_url: str, resource: Any) -> Any:
@@ -55,23 +52,6 @@ def _resource(type_url: str, name: str, version: str, message: Any) -> Any:
         del _RESOURCES[next(iter(_RESOURCES))]  # the oldest
     _RESOURCES[id(message)] = (message, name, version, made)
     return made
-
-
-# Equal subscriptions as one object: streams subscribed alike then find their versions in
-# Snapshot.version_cache by identity, not by comparing every name (N streams x M names).
-# Keyed by hash, the value weakly held: a subscription no stream holds any more is gone.
-_SUBSCRIPTIONS: weakref.WeakValueDictionary[int, frozenset[str]] = weakref.WeakValueDictionary()
-
-
-def _interned(names: frozenset[str]) -> frozenset[str]:
-    """The one object for subscriptions equal to ``names`` (``names`` itself if first)."""
-    key = hash(names)
-    held = _SUBSCRIPTIONS.get(key)
-    if held is not None and held == names:
-        return held
-    if held is None:
-        _SUBSCRIPTIONS[key] = names
-    return names  # a hash shared with another subscription: not interned, still correct
 
 
 def _nack_text(request: Any) -> tuple[bool, str, int]:
@@ -140,7 +120,7 @@ class SotwState(_StreamBase[_SotwType]):
         names = frozenset(resource_names)
         if "*" in names or (not names and type_url in WILDCARD_TYPES):
             return None
-        return _interned(names)
+        return interned(names)
 
     def on_request(self, request: Any) -> set[str]:
         type_url = request.type_url
@@ -243,7 +223,7 @@ class _DeltaType:
         if self.frozen is None:
             if limit is not None and len(self.names) > limit:
                 return self.names
-            self.frozen = _interned(frozenset(self.names))
+            self.frozen = interned(frozenset(self.names))
         return self.frozen
 
 
@@ -324,8 +304,8 @@ class DeltaState(_StreamBase[_DeltaType]):
     def responses(self, snapshot: Snapshot, dirty: set[str]) -> list[Any]:
         out = []
         for type_url, state in self._due(dirty):
-            limit = len(snapshot.versions.get(type_url, {})) + _SPARE_NAMES
-            version = snapshot.version_for(type_url, state.subscription(limit))
+            subscription = state.subscription(snapshot.subscription_limit(type_url))
+            version = snapshot.version_for(type_url, subscription)
             if state.answered and state.synced == version:
                 continue  # the client holds exactly this already (a digest of it)
             available = snapshot.versions.get(type_url, {})

@@ -18,7 +18,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from control_plane.xds import stream_state
+from control_plane.xds import snapshot as snapshot_module
 from control_plane.xds.resources import ADS_ORDER, CLUSTER, ENDPOINT, LISTENER
 from control_plane.xds.snapshot import Snapshot
 from control_plane.xds.status import XdsStatus
@@ -202,7 +202,7 @@ def test_a_subscription_no_stream_holds_is_released() -> None:
     assert len(held) == 50
     del streams, stream, snapshot  # the snapshot's version cache holds some of them too
     gc.collect()
-    assert not any(id(v) in held for v in stream_state._SUBSCRIPTIONS.values())
+    assert not any(id(v) in held for v in snapshot_module._SUBSCRIPTIONS.values())
 
 
 def test_junk_names_are_neither_frozen_nor_remembered() -> None:
